@@ -1,0 +1,75 @@
+"""The Channel: what an application implements for a topic (Phoenix.Channel)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..protocol import Encoded
+from .reply import Reply
+
+if TYPE_CHECKING:
+    from ..pubsub import Wire
+    from .socket import Socket
+
+
+class Channel:
+    """One joined topic on one socket.
+
+    Override ``join`` (return the ok response, or raise ``JoinError``), ``handle_in``
+    (return a ``Reply`` or None), optionally ``after_join``, ``handle_out`` and
+    ``terminate``. ``intercept`` names the broadcast events that go through
+    ``handle_out`` instead of the fastlane (Phoenix's ``intercept``).
+    """
+
+    intercept: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, socket: Socket, topic: str, join_ref: str | None) -> None:
+        self.socket = socket
+        self.topic = topic
+        self.join_ref = join_ref
+        self.wire: Wire = socket.wire
+        self.assigns: dict[str, Any] = dict(socket.assigns)
+        self.joined = False
+
+    # -- callbacks ----------------------------------------------------------------------
+    async def join(self, payload: Any) -> Any:
+        """Decide the join. Return the ok reply's response; raise JoinError to refuse."""
+        return {}
+
+    async def after_join(self) -> None:
+        """Runs after the ok reply was sent (Phoenix's ``send(self(), :after_join)``)."""
+
+    async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
+        """A client push. Return a Reply, or None for no reply."""
+        return Reply.error({"reason": "unknown event"})
+
+    def handle_out(self, event: str, payload: Encoded) -> None:
+        """An intercepted broadcast; the default pushes it unchanged."""
+        self.push(event, payload)
+
+    async def terminate(self, reason: str) -> None:
+        """The channel ends: ``leave``, ``closed`` (socket gone), ``crash``, ``replaced``."""
+
+    # -- actions -----------------------------------------------------------------------
+    @property
+    def node(self) -> str:
+        return self.socket.endpoint.node
+
+    def push(self, event: str, payload: Any) -> None:
+        """Send an event to this client only."""
+        self.socket.push(self.join_ref, self.topic, event, Encoded.of(payload))
+
+    def reply(self, ref: str | None, reply: Reply) -> None:
+        """Answer a push later (when ``handle_in`` returned None)."""
+        self.socket.reply(self.join_ref, ref, self.topic, reply)
+
+    async def broadcast(self, event: str, payload: Any) -> None:
+        """Send to every subscriber of this topic, on every node, this client included."""
+        await self.socket.endpoint.pubsub.broadcast(self.topic, event, payload)
+
+    async def broadcast_from(self, event: str, payload: Any) -> None:
+        """Send to every subscriber of this topic except this client."""
+        await self.socket.endpoint.pubsub.broadcast(self.topic, event, payload, exclude=self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.topic} join_ref={self.join_ref}>"

@@ -1,0 +1,192 @@
+"""One client connection: its channels, refs and the server rules of the protocol.
+
+The Socket is fed decoded frames by the transport (``handle``) and writes frames to
+its ``Wire``. It knows nothing of aiohttp or Redis. Messages of one socket are handled
+one after the other, in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..protocol import (
+    EMPTY,
+    HEARTBEAT,
+    PHOENIX_TOPIC,
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_JOIN,
+    PHX_LEAVE,
+    Encoded,
+    Frame,
+    Message,
+    ProtocolError,
+)
+from ..pubsub import Wire
+from .channel import Channel
+from .endpoint import Endpoint
+from .reply import JoinError, Reply
+
+log = logging.getLogger("roost.socket")
+
+# Close codes roost uses (README lists them).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+
+UNMATCHED = Encoded.of({"reason": "unmatched topic"})
+TOO_MANY = Encoded.of({"reason": "too many channels joined"})
+JOIN_CRASHED = Encoded.of({"reason": "join crashed"})
+
+
+class InvalidFrame(Exception):
+    """A frame that cannot be answered (no topic/ref known): the transport closes 1007."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Socket:
+    def __init__(self, endpoint: Endpoint, wire: Wire, assigns: dict[str, Any]) -> None:
+        self.endpoint = endpoint
+        self.wire = wire
+        self.serializer = wire.kind.serializer
+        self.assigns = assigns
+        self.channels: dict[str, Channel] = {}
+        self.closed = False
+
+    # -- output ------------------------------------------------------------------------
+    def send(self, frame: Frame | None) -> None:
+        if frame is not None and not self.closed:
+            self.wire.write(self.wire.kind.pack(frame))
+
+    def push(
+        self,
+        join_ref: str | None,
+        topic: str,
+        event: str,
+        payload: Encoded,
+        ref: str | None = None,
+    ) -> None:
+        self.send(self.serializer.push(join_ref, topic, event, payload, ref))
+
+    def reply(self, join_ref: str | None, ref: str | None, topic: str, reply: Reply) -> None:
+        self._reply(join_ref, ref, topic, reply.status, Encoded.of(reply.response))
+
+    def _reply(
+        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
+    ) -> None:
+        self.send(self.serializer.reply(join_ref, ref, topic, status, response))
+
+    # -- input -------------------------------------------------------------------------
+    async def handle(self, opcode: int, data: bytes | str) -> None:
+        """Decode one frame and act on it. Raises InvalidFrame for unanswerable garbage."""
+        try:
+            msg = self.serializer.decode(opcode, data)
+        except ProtocolError as exc:
+            if exc.answerable:
+                self._reply(
+                    exc.join_ref, exc.ref, exc.topic or "", "error", Encoded.of({"reason": exc.reason})
+                )
+                return
+            raise InvalidFrame(exc.reason) from None
+        await self.handle_message(msg)
+
+    async def handle_message(self, msg: Message) -> None:
+        topic, event = msg.topic, msg.event
+        if event == HEARTBEAT and topic == PHOENIX_TOPIC:
+            self._reply(None, msg.ref, topic, "ok", EMPTY)
+            return
+        if event == PHX_JOIN:
+            await self._join(msg)
+            return
+        channel = self.channels.get(topic)
+        if channel is None:
+            if event == PHX_LEAVE:
+                self._reply(msg.join_ref, msg.ref, topic, "ok", EMPTY)
+            else:
+                self._reply(msg.join_ref, msg.ref, topic, "error", UNMATCHED)
+            return
+        if msg.join_ref is not None and msg.join_ref != channel.join_ref:
+            return  # stale: a message for an earlier join of this topic
+        if event == PHX_LEAVE:
+            self._reply(channel.join_ref, msg.ref, topic, "ok", EMPTY)
+            await self._close_channel(channel, "leave")
+            return
+        try:
+            reply = await channel.handle_in(event, msg.payload, msg.ref)
+        except Exception:
+            log.exception("channel crashed topic=%s event=%s", topic, event)
+            await self._crash(channel)
+            return
+        if reply is not None:
+            self.reply(channel.join_ref, msg.ref, topic, reply)
+
+    async def _join(self, msg: Message) -> None:
+        topic = msg.topic
+        old = self.channels.get(topic)
+        if old is not None:
+            log.info("duplicate join topic=%s: closing the existing channel", topic)
+            await self._close_channel(old, "replaced")
+        cls = self.endpoint.router.match(topic)
+        if cls is None:
+            self._reply(msg.join_ref, msg.ref, topic, "error", UNMATCHED)
+            return
+        if len(self.channels) >= self.endpoint.limits.max_channels:
+            self._reply(msg.join_ref, msg.ref, topic, "error", TOO_MANY)
+            return
+        channel = cls(self, topic, msg.join_ref)
+        try:
+            response = await channel.join(msg.payload)
+        except JoinError as refused:
+            self._reply(msg.join_ref, msg.ref, topic, "error", Encoded.of(refused.response))
+            return
+        except Exception:
+            log.exception("join crashed topic=%s", topic)
+            self._reply(msg.join_ref, msg.ref, topic, "error", JOIN_CRASHED)
+            return
+        if self.closed:
+            return
+        self.channels[topic] = channel
+        channel.joined = True
+        await self.endpoint.pubsub.subscribe(topic, channel)
+        self._reply(msg.join_ref, msg.ref, topic, "ok", Encoded.of(response))
+        try:
+            await channel.after_join()
+        except Exception:
+            log.exception("after_join crashed topic=%s", topic)
+            await self._crash(channel)
+
+    async def _crash(self, channel: Channel) -> None:
+        """A handler raised: the channel dies with ``phx_error``, the socket lives on."""
+        if self.channels.get(channel.topic) is channel:
+            self.push(channel.join_ref, channel.topic, PHX_ERROR, EMPTY, channel.join_ref)
+        await self._drop(channel, "crash")
+
+    async def _close_channel(self, channel: Channel, reason: str) -> None:
+        self.push(channel.join_ref, channel.topic, PHX_CLOSE, EMPTY, channel.join_ref)
+        await self._drop(channel, reason)
+
+    async def _drop(self, channel: Channel, reason: str) -> None:
+        if self.channels.get(channel.topic) is channel:
+            del self.channels[channel.topic]
+        if channel.joined:
+            channel.joined = False
+            self.endpoint.pubsub.unsubscribe(channel.topic, channel)
+            try:
+                await channel.terminate(reason)
+            except Exception:
+                log.exception("terminate crashed topic=%s", channel.topic)
+
+    async def close(self, reason: str = "closed") -> None:
+        """The connection is gone: every channel terminates."""
+        self.closed = True
+        for channel in list(self.channels.values()):
+            await self._drop(channel, reason)

@@ -1,0 +1,176 @@
+"""The ``roost`` command: serve, chat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket as pysocket
+import sys
+from typing import Any
+
+import click
+
+from .channels import Limits
+
+log = logging.getLogger("roost.cli")
+
+
+def default_node() -> str:
+    return f"{pysocket.gethostname()}-{os.getpid()}"
+
+
+def use_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+@click.group()
+@click.version_option(package_name="roost")
+def main() -> None:
+    """roost: a Phoenix-Channels-compatible real-time server and chat."""
+
+
+@main.command()
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", envvar="PORT", default=4000, show_default=True, type=int)
+@click.option("--node", envvar="NODE", default=None, help="Unique node name [default: host-pid].")
+@click.option(
+    "--log-format",
+    envvar="ROOST_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option("--log-level", envvar="ROOST_LOG_LEVEL", default="info", show_default=True)
+@click.option(
+    "--max-frame",
+    envvar="ROOST_MAX_FRAME",
+    default=64 * 1024,
+    show_default=True,
+    type=int,
+    help="Largest frame a client may send, in bytes (larger: close 1009).",
+)
+@click.option(
+    "--idle-timeout",
+    envvar="ROOST_IDLE_TIMEOUT",
+    default=60.0,
+    show_default=True,
+    type=float,
+    help="Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
+)
+@click.option(
+    "--echo",
+    is_flag=True,
+    envvar="ROOST_ECHO",
+    help="Also serve the diagnostic echo:* channel.",
+)
+def serve(
+    host: str,
+    port: int,
+    node: str | None,
+    log_format: str,
+    log_level: str,
+    max_frame: int,
+    idle_timeout: float,
+    echo: bool,
+) -> None:
+    """Run a node: the chat page at / and the Phoenix socket at /socket."""
+    from aiohttp import web
+
+    from .chat import create_endpoint
+    from .server import build_app
+    from .server.logs import setup_logging
+
+    node = node or default_node()
+    setup_logging(node, log_format, log_level)
+    uv = use_uvloop()
+    limits = Limits(max_frame=max_frame, idle_timeout=idle_timeout)
+    endpoint = create_endpoint(node, echo=echo, limits=limits)
+    app = build_app(endpoint)
+    log.info(
+        "roost serving node=%s url=http://%s:%d/ broker=memory uvloop=%s", node, host, port, uv
+    )
+    web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
+
+
+@main.command()
+@click.option("--url", default="ws://127.0.0.1:4000/socket", show_default=True)
+@click.option("--room", default="lobby", show_default=True)
+@click.option("--user", default=None, help="Your name [default: anonymous].")
+@click.option("--send", "send_text", default=None, help="Send one message, wait for its reply, exit.")
+def chat(url: str, room: str, user: str | None, send_text: str | None) -> None:
+    """A terminal chat: lines you type are sent; messages print as [user] body."""
+    try:
+        code = asyncio.run(_chat(url, room, user, send_text))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+async def _chat(url: str, room: str, user: str | None, send_text: str | None) -> int:
+    from .client import Client, JoinRefused
+
+    params = {"user": user} if user else {}
+    client = Client(url, params)
+    try:
+        await client.connect()
+    except Exception as exc:
+        click.echo(f"cannot connect to {url}: {exc}", err=True)
+        return 1
+    channel = client.channel(f"rooms:{room}", {"user": user} if user else {})
+
+    def show(payload: Any) -> None:
+        click.echo(f"[{payload.get('user') or 'anonymous'}] {payload.get('body')}")
+
+    def entered(payload: Any) -> None:
+        click.echo(f"* {payload.get('user')} entered")
+
+    try:
+        if send_text is None:
+            channel.on("new:msg", show)
+            channel.on("user:entered", entered)
+        try:
+            joined = await channel.join()
+        except JoinRefused as exc:
+            click.echo(f"join refused: {exc.response}", err=True)
+            return 1
+        if send_text is not None:
+            reply = await channel.push("new:msg", {"body": send_text})
+            if not reply.ok:
+                click.echo(f"error: {reply.response}", err=True)
+                return 1
+            return 0
+        click.echo(f"joined rooms:{room} on node {joined.get('node')}; type and press Enter.")
+        await _pump_stdin(channel)
+        return 0
+    finally:
+        await client.close()
+
+
+async def _pump_stdin(channel: Any) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (ValueError, OSError):  # stdin is not a pipe/tty (e.g. a file): read it in a thread
+        for line in await asyncio.to_thread(sys.stdin.readlines):
+            await _send_line(channel, line)
+        return
+    while line_bytes := await reader.readline():
+        await _send_line(channel, line_bytes.decode(errors="replace"))
+
+
+async def _send_line(channel: Any, line: str) -> None:
+    text = line.strip()
+    if not text:
+        return
+    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+        reply = await channel.push("new:msg", {"body": text})
+        if not reply.ok:
+            click.echo(f"error: {reply.response.get('reason')}", err=True)

@@ -1,0 +1,47 @@
+"""Sans-I/O Phoenix Channels protocol: serializers, frame formats, messages.
+
+Pure functions over bytes: no asyncio, no sockets.
+"""
+
+from .errors import ProtocolError
+from .json_v1 import V1
+from .json_v2 import V2
+from .message import (
+    BINARY,
+    HEARTBEAT,
+    PHOENIX_TOPIC,
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_JOIN,
+    PHX_LEAVE,
+    PHX_REPLY,
+    TEXT,
+    EMPTY,
+    Encoded,
+    Frame,
+    Message,
+)
+from .serializer import Serializer, for_vsn
+from .wsframe import ws_bytes
+
+__all__ = [
+    "BINARY",
+    "HEARTBEAT",
+    "PHOENIX_TOPIC",
+    "PHX_CLOSE",
+    "PHX_ERROR",
+    "PHX_JOIN",
+    "PHX_LEAVE",
+    "PHX_REPLY",
+    "TEXT",
+    "V1",
+    "V2",
+    "EMPTY",
+    "Encoded",
+    "Frame",
+    "Message",
+    "ProtocolError",
+    "Serializer",
+    "for_vsn",
+    "ws_bytes",
+]

@@ -1,0 +1,31 @@
+"""The broker interface: what carries broadcasts between nodes.
+
+A broker is small on purpose. PubSub calls ``start`` with a delivery callback, then
+``publish`` for every broadcast, and ``subscribe``/``unsubscribe`` when a topic gains
+its first or loses its last local subscriber (brokers that route everything to every
+node may ignore those). The broker calls ``deliver(envelope)`` for every envelope
+from *another* node; PubSub itself delivers a node's own broadcasts locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from .envelope import Envelope
+
+Deliver = Callable[[Envelope], None]
+
+
+class Broker(Protocol):
+    async def start(self, node: str, deliver: Deliver) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, envelope: Envelope) -> None: ...
+
+    async def subscribe(self, topic: str) -> None:
+        """Return once envelopes for ``topic`` published from now on will be delivered."""
+        ...
+
+    async def unsubscribe(self, topic: str) -> None: ...

@@ -1,0 +1,168 @@
+"""The node-local registry (topic → subscribers) and the fastlane."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from ..protocol import Encoded
+from .broker import Broker
+from .envelope import Envelope
+from .wire import Subscriber, WireKind
+
+log = logging.getLogger("roost.pubsub")
+
+
+def fastlane(
+    subs: dict[Subscriber, None] | list[Subscriber],
+    topic: str,
+    event: str,
+    payload: Encoded,
+    exclude: object = None,
+) -> int:
+    """Write one broadcast to every subscriber; return how many got it.
+
+    The frame is encoded once per wire kind in use (usually one) and the same bytes
+    go to every subscriber's wire: no per-subscriber JSON, no await, no task.
+    Subscribers that intercept the event get it through ``handle_out`` instead.
+    """
+    frames: dict[WireKind, bytes | None] = {}
+    last_kind: WireKind | None = None
+    last_data: bytes | None = None
+    sent = 0
+    for sub in subs:
+        if sub is exclude:
+            continue
+        if sub.intercept and event in sub.intercept:
+            sub.handle_out(event, payload)
+            sent += 1
+            continue
+        wire = sub.wire
+        kind = wire.kind
+        if kind is not last_kind:
+            if kind in frames:
+                last_data = frames[kind]
+            else:
+                last_data = frames[kind] = kind.broadcast(topic, event, payload)
+            last_kind = kind
+        if last_data is not None:
+            wire.write(last_data)
+            sent += 1
+    return sent
+
+
+class PubSub:
+    """Local subscribers per topic, and a broker that carries broadcasts to other nodes.
+
+    ``broadcast`` encodes the payload once, hands an envelope to the broker, then
+    fastlanes it to local subscribers; envelopes from other nodes arrive through
+    ``_deliver`` and are fastlaned the same way, the payload never parsed.
+    """
+
+    def __init__(self, node: str, broker: Broker | None = None) -> None:
+        from ..brokers.memory import MemoryBroker
+
+        self.node = node
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self._topics: dict[str, dict[Subscriber, None]] = {}
+        self._seq = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[None]] = {}
+        self.delivered = 0
+
+    async def start(self) -> None:
+        await self.broker.start(self.node, self._deliver)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    # -- registry --------------------------------------------------------------------
+    async def subscribe(self, topic: str, sub: Subscriber) -> None:
+        """Add a local subscriber; the first one for a topic subscribes the broker.
+
+        Returns once the broker confirmed, so no broadcast published afterwards is missed.
+        """
+        subs = self._topics.get(topic)
+        if subs is None:
+            subs = self._topics[topic] = {}
+            subs[sub] = None
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[topic] = fut
+            try:
+                await self.broker.subscribe(topic)
+                fut.set_result(None)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved
+                subs.pop(sub, None)
+                if not subs and self._topics.get(topic) is subs:
+                    del self._topics[topic]
+                raise
+            finally:
+                if self._pending.get(topic) is fut:
+                    del self._pending[topic]
+            return
+        subs[sub] = None
+        pending = self._pending.get(topic)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    def unsubscribe(self, topic: str, sub: Subscriber) -> None:
+        subs = self._topics.get(topic)
+        if subs is None or sub not in subs:
+            return
+        del subs[sub]
+        if not subs:
+            del self._topics[topic]
+            task = asyncio.get_running_loop().create_task(self._broker_unsubscribe(topic))
+            task.add_done_callback(_log_failure)
+
+    async def _broker_unsubscribe(self, topic: str) -> None:
+        if topic not in self._topics:
+            await self.broker.unsubscribe(topic)
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._topics.get(topic, ()))
+
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    # -- broadcasting ----------------------------------------------------------------
+    async def broadcast(
+        self, topic: str, event: str, payload: Any, *, exclude: Subscriber | None = None
+    ) -> int:
+        """Send to every subscriber of ``topic`` on every node (``exclude`` skipped)."""
+        encoded = Encoded.of(payload)
+        env = Envelope(
+            self.node,
+            next(self._seq),
+            topic,
+            event,
+            encoded,
+            None if exclude is None else str(id(exclude)),
+        )
+        await self.broker.publish(env)
+        return self.local_broadcast(topic, event, encoded, exclude=exclude)
+
+    def local_broadcast(
+        self, topic: str, event: str, payload: Any, *, exclude: object = None
+    ) -> int:
+        """Send to this node's subscribers of ``topic`` only."""
+        subs = self._topics.get(topic)
+        if not subs:
+            return 0
+        sent = fastlane(subs, topic, event, Encoded.of(payload), exclude)
+        self.delivered += sent
+        return sent
+
+    def _deliver(self, env: Envelope) -> None:
+        """An envelope from another node: forward its bytes to local subscribers."""
+        subs = self._topics.get(env.topic)
+        if subs:
+            self.delivered += fastlane(subs, env.topic, env.event, env.payload)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("broker unsubscribe failed: %r", task.exception())

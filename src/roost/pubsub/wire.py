@@ -1,0 +1,49 @@
+"""The output side of one connection, as channels and the fastlane see it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ..protocol import Encoded, Frame, Serializer
+
+
+class WireKind:
+    """A serializer plus a framing (WebSocket, long-poll): one per kind of connection.
+
+    Connections of the same kind receive byte-identical broadcasts, so the fastlane
+    encodes each broadcast once per kind in use and shares the bytes.
+    """
+
+    __slots__ = ("name", "pack", "serializer")
+
+    def __init__(self, name: str, serializer: Serializer, pack: Callable[[Frame], bytes]) -> None:
+        self.name = name
+        self.serializer = serializer
+        self.pack = pack
+
+    def broadcast(self, topic: str, event: str, payload: Encoded) -> bytes | None:
+        frame = self.serializer.broadcast(topic, event, payload)
+        return None if frame is None else self.pack(frame)
+
+    def __repr__(self) -> str:
+        return f"WireKind({self.name})"
+
+
+class Wire(Protocol):
+    """Where a connection's bytes go. ``write`` never blocks and never raises."""
+
+    kind: WireKind
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Subscriber(Protocol):
+    """What the registry holds: a joined channel, seen from the fastlane."""
+
+    wire: Wire
+    intercept: frozenset[str]
+
+    def handle_out(self, event: str, payload: Encoded) -> None: ...

@@ -1,0 +1,121 @@
+"""``GET /socket/websocket``: the Phoenix WebSocket transport on aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..channels import Endpoint, InvalidFrame, Socket
+from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_TOO_BIG
+from ..protocol import BINARY, TEXT, ProtocolError, for_vsn
+from .wswire import WS_KINDS, WsWire
+
+log = logging.getLogger("roost.websocket")
+
+TOKEN_PREFIX = "base64url.bearer.phx."
+ENDPOINT_KEY: web.AppKey[Endpoint] = web.AppKey("endpoint", Endpoint)
+
+
+def subprotocol_token(header: str) -> tuple[str | None, bool]:
+    """The auth token a client sent in Sec-WebSocket-Protocol (phoenix.js ``authToken``)."""
+    token = None
+    has_phoenix = False
+    for item in header.split(","):
+        item = item.strip()
+        if item == "phoenix":
+            has_phoenix = True
+        elif item.startswith(TOKEN_PREFIX):
+            raw = item[len(TOKEN_PREFIX) :]
+            try:
+                token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                token = None
+    return token, has_phoenix
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    endpoint = request.app[ENDPOINT_KEY]
+    try:
+        serializer = for_vsn(request.query.get("vsn"))
+    except ProtocolError as exc:
+        return web.Response(status=403, text=exc.reason + "\n")
+    params = dict(request.query)
+    token, has_phoenix = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol", ""))
+    info: dict[str, Any] = {
+        "peer": request.remote,
+        "headers": request.headers,
+        "auth_token": token,
+        "transport": "websocket",
+    }
+    assigns = await endpoint.authorize(params, info)
+    if assigns is None:
+        return web.Response(status=403, text="connection refused\n")
+
+    limits = endpoint.limits
+    ws = web.WebSocketResponse(
+        protocols=("phoenix",) if has_phoenix else (),
+        compress=False,
+        max_msg_size=limits.max_frame,
+        autoping=True,
+        heartbeat=None,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:  # the client went away during the handshake
+        return ws
+    wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer)
+    socket = Socket(endpoint, wire, assigns)
+    try:
+        await _serve(ws, socket, wire, limits.idle_timeout)
+    finally:
+        await socket.close()
+        wire.closed = True
+    return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse, socket: Socket, wire: WsWire, idle_timeout: float
+) -> None:
+    while not wire.closed:
+        try:
+            msg = await ws.receive(timeout=idle_timeout)
+        except asyncio.TimeoutError:
+            wire.close(CLOSE_GOING_AWAY, "idle timeout")
+            return
+        if msg.type is WSMsgType.TEXT:
+            opcode, data = TEXT, msg.data
+        elif msg.type is WSMsgType.BINARY:
+            opcode, data = BINARY, msg.data
+        elif msg.type is WSMsgType.ERROR:
+            _close_for_error(ws, wire, msg.data)
+            return
+        else:  # CLOSE, CLOSING, CLOSED
+            return
+        try:
+            await socket.handle(opcode, data)
+        except InvalidFrame as exc:
+            log.info("invalid frame, closing: %s", exc.reason)
+            wire.close(CLOSE_INVALID, exc.reason[:100])
+            return
+        except Exception:
+            log.exception("socket handler failed")
+            wire.close(CLOSE_INTERNAL, "internal error")
+            return
+
+
+def _close_for_error(ws: web.WebSocketResponse, wire: WsWire, exc: object) -> None:
+    """aiohttp reports protocol violations (too big, bad UTF-8) as ERROR messages.
+
+    aiohttp has already sent the close frame with the right code (1009, 1007, 1002);
+    we only make sure nothing more is written.
+    """
+    code = getattr(exc, "code", None)
+    log.info("websocket closed by protocol error code=%s: %s", code, exc)
+    if ws.closed:
+        wire.closed = True
+    else:
+        wire.close(code if isinstance(code, int) else CLOSE_TOO_BIG, str(exc)[:100])

@@ -1,0 +1,70 @@
+"""The WebSocket wire: pre-built frames written straight to the connection's transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from ..protocol import V1, V2, ws_bytes
+from ..pubsub import WireKind
+
+log = logging.getLogger("roost.wire")
+
+WS_V1 = WireKind("ws/v1", V1, ws_bytes)
+WS_V2 = WireKind("ws/v2", V2, ws_bytes)
+WS_KINDS = {V1.vsn: WS_V1, V2.vsn: WS_V2}
+
+SLOW_CONSUMER = 1013
+ABORT_AFTER = 5.0
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    body = struct.pack("!H", code) + reason.encode()[:123]
+    return bytes([0x88, len(body)]) + body
+
+
+class WsWire:
+    """Writes whole WebSocket frames to an asyncio transport, never blocking.
+
+    A client that stops reading lets the transport's buffer grow; past ``max_buffer``
+    bytes it is sent a 1013 close and, if it still does not go, aborted — the other
+    subscribers never wait for it and the node's memory stays bounded.
+    """
+
+    __slots__ = ("closed", "kind", "max_buffer", "on_slow", "transport")
+
+    def __init__(
+        self, kind: WireKind, transport: asyncio.Transport, max_buffer: int
+    ) -> None:
+        self.kind = kind
+        self.transport = transport
+        self.max_buffer = max_buffer
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self._slow()
+            return
+        transport.write(data)
+
+    def _slow(self) -> None:
+        log.warning("slow consumer disconnected buffer=%d", self.transport.get_write_buffer_size())
+        self.close(SLOW_CONSUMER, "slow consumer")
+        asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
+
+    def _abort(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and stop writing; the handler then ends the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.transport.is_closing():
+            self.transport.write(close_frame(code, reason))
+            self.transport.close()
