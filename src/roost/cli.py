@@ -103,7 +103,9 @@ def serve(
 @click.option("--url", default="ws://127.0.0.1:4000/socket", show_default=True)
 @click.option("--room", default="lobby", show_default=True)
 @click.option("--user", default=None, help="Your name [default: anonymous].")
-@click.option("--send", "send_text", default=None, help="Send one message, wait for its reply, exit.")
+@click.option(
+    "--send", "send_text", default=None, help="Send one message, wait for its reply, exit."
+)
 def chat(url: str, room: str, user: str | None, send_text: str | None) -> None:
     """A terminal chat: lines you type are sent; messages print as [user] body."""
     try:

@@ -6,4 +6,13 @@ from .reply import JoinError, Reply
 from .router import Router
 from .socket import InvalidFrame, Socket
 
-__all__ = ["Channel", "Endpoint", "InvalidFrame", "JoinError", "Limits", "Reply", "Router", "Socket"]
+__all__ = [
+    "Channel",
+    "Endpoint",
+    "InvalidFrame",
+    "JoinError",
+    "Limits",
+    "Reply",
+    "Router",
+    "Socket",
+]

@@ -43,7 +43,9 @@ class Endpoint:
     def node(self) -> str:
         return self.pubsub.node
 
-    async def authorize(self, params: dict[str, str], info: dict[str, Any]) -> dict[str, Any] | None:
+    async def authorize(
+        self, params: dict[str, str], info: dict[str, Any]
+    ) -> dict[str, Any] | None:
         result = self.connect(params, info)
         if inspect.isawaitable(result):
             result = await result

@@ -93,7 +93,11 @@ class Socket:
         except ProtocolError as exc:
             if exc.answerable:
                 self._reply(
-                    exc.join_ref, exc.ref, exc.topic or "", "error", Encoded.of({"reason": exc.reason})
+                    exc.join_ref,
+                    exc.ref,
+                    exc.topic or "",
+                    "error",
+                    Encoded.of({"reason": exc.reason}),
                 )
                 return
             raise InvalidFrame(exc.reason) from None

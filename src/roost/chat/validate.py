@@ -24,7 +24,7 @@ def room_name(topic: str) -> str:
 
 
 def user_name(value: Any) -> str | None:
-    """A trimmed name of 1–32 characters; None when missing or blank."""
+    """A trimmed name of 1-32 characters; None when missing or blank."""
     if value is None:
         return None
     if not isinstance(value, str):

@@ -1,10 +1,10 @@
 """``roost.client``: connect, join, push with reply futures, handlers, heartbeat, reconnect.
 
-    async with Client("ws://127.0.0.1:4000/socket", {"user": "al"}) as client:
-        room = client.channel("rooms:lobby", {"user": "al"})
-        await room.join()
-        room.on("new:msg", print)
-        reply = await room.push("new:msg", {"body": "hi"})
+async with Client("ws://127.0.0.1:4000/socket", {"user": "al"}) as client:
+    room = client.channel("rooms:lobby", {"user": "al"})
+    await room.join()
+    room.on("new:msg", print)
+    reply = await room.push("new:msg", {"body": "hi"})
 """
 
 from __future__ import annotations
@@ -302,14 +302,16 @@ class Client:
                 return
             while True:
                 delay = (
-                    RECONNECT_BACKOFF[attempt] if attempt < len(RECONNECT_BACKOFF) else RECONNECT_MAX
+                    RECONNECT_BACKOFF[attempt]
+                    if attempt < len(RECONNECT_BACKOFF)
+                    else RECONNECT_MAX
                 )
                 attempt += 1
                 await asyncio.sleep(delay)
                 try:
                     ws = await self._open(10.0)
                     break
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     log.debug("reconnect failed: %r", exc)
             attempt = 0
             for channel in list(self._channels.values()):
@@ -349,8 +351,10 @@ class Client:
             await asyncio.sleep(self.heartbeat_interval)
             ref = self._next_ref()
             try:
-                await self._request(None, ref, PHOENIX_TOPIC, HEARTBEAT, {}, self.heartbeat_interval)
-            except (asyncio.TimeoutError, ConnectionError):
+                await self._request(
+                    None, ref, PHOENIX_TOPIC, HEARTBEAT, {}, self.heartbeat_interval
+                )
+            except (TimeoutError, ConnectionError):
                 self._heartbeat_failed = True
                 if self._ws is not None:
                     await self._ws.close(code=1000, message=b"heartbeat timeout")
@@ -373,6 +377,6 @@ class Client:
                 for handler in channel._handlers.get("rejoined", ()):
                     handler(channel.join_response)
                 return
-            except (JoinRefused, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, JoinRefused, ConnectionError) as exc:
                 log.debug("rejoin %s failed: %r", channel.topic, exc)
                 channel.state = "errored"

@@ -8,6 +8,7 @@ from .json_v1 import V1
 from .json_v2 import V2
 from .message import (
     BINARY,
+    EMPTY,
     HEARTBEAT,
     PHOENIX_TOPIC,
     PHX_CLOSE,
@@ -16,7 +17,6 @@ from .message import (
     PHX_LEAVE,
     PHX_REPLY,
     TEXT,
-    EMPTY,
     Encoded,
     Frame,
     Message,
@@ -26,6 +26,7 @@ from .wsframe import ws_bytes
 
 __all__ = [
     "BINARY",
+    "EMPTY",
     "HEARTBEAT",
     "PHOENIX_TOPIC",
     "PHX_CLOSE",
@@ -36,7 +37,6 @@ __all__ = [
     "TEXT",
     "V1",
     "V2",
-    "EMPTY",
     "Encoded",
     "Frame",
     "Message",

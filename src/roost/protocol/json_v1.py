@@ -5,6 +5,8 @@ Spoken by phoenix.js 1.2 and by clients that send no ``vsn``. It has no binary f
 
 from __future__ import annotations
 
+from typing import cast
+
 import orjson
 
 from .errors import ProtocolError
@@ -31,7 +33,7 @@ class V1Serializer:
         check_fields(value, join_ref, ref, topic, event)
         if "payload" not in value:
             raise ProtocolError("V1 frame has no payload", join_ref=join_ref, ref=ref, topic=topic)
-        return Message(join_ref, ref, topic, event, value["payload"])
+        return Message(join_ref, ref, cast(str, topic), cast(str, event), value["payload"])
 
     @staticmethod
     def _frame(topic: str, event: str, payload: bytes, ref: str | None) -> Frame:

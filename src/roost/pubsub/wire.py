@@ -44,6 +44,8 @@ class Subscriber(Protocol):
     """What the registry holds: a joined channel, seen from the fastlane."""
 
     wire: Wire
-    intercept: frozenset[str]
+
+    @property
+    def intercept(self) -> frozenset[str]: ...
 
     def handle_out(self, event: str, payload: Encoded) -> None: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from typing import Any
@@ -83,7 +82,7 @@ async def _serve(
     while not wire.closed:
         try:
             msg = await ws.receive(timeout=idle_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             wire.close(CLOSE_GOING_AWAY, "idle timeout")
             return
         if msg.type is WSMsgType.TEXT:

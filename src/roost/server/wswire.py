@@ -34,9 +34,7 @@ class WsWire:
 
     __slots__ = ("closed", "kind", "max_buffer", "on_slow", "transport")
 
-    def __init__(
-        self, kind: WireKind, transport: asyncio.Transport, max_buffer: int
-    ) -> None:
+    def __init__(self, kind: WireKind, transport: asyncio.Transport, max_buffer: int) -> None:
         self.kind = kind
         self.transport = transport
         self.max_buffer = max_buffer
