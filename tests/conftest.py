@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from roost.channels import Endpoint, Limits, Router
 from roost.chat import create_endpoint
 from roost.server import build_app
+
 from support import ServerProcess, free_port, start_server
 
 
@@ -43,7 +44,9 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> LocalServer:
-        self.runner = web.AppRunner(build_app(self.endpoint), handle_signals=False)
+        self.runner = web.AppRunner(
+            build_app(self.endpoint), handle_signals=False, shutdown_timeout=1.0
+        )
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
         return self

@@ -134,7 +134,9 @@ def test_heartbeat_survives(roost_server: Any, node_client: str, client: str) ->
 def test_binary_push_reply(roost_server: Any, node_client: str) -> None:
     r = run_js(node_client, "binary.mjs", roost_server.ws_url, "1.8")
     assert r["topic"].startswith("echo:")
-    assert [c["bytes"] for c in r["binary"]] == [9, 1, 1000, 70000]
+    assert [c["bytes"] for c in r["binary"]] == [9, 1, 1000, 60000]
+    assert r["oversize"]["close_code"] == 1009
+    assert r["oversize"]["reconnected"] is True
     assert r["echo"] == {
         "a": 1,
         "s": "h\u00e9llo \u2603 \U0001f426",

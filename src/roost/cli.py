@@ -96,7 +96,15 @@ def serve(
     log.info(
         "roost serving node=%s url=http://%s:%d/ broker=memory uvloop=%s", node, host, port, uv
     )
-    web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=5.0,
+    )
 
 
 @main.command()

@@ -1,7 +1,7 @@
 // Binary push/reply with phoenix 1.8 (V2 binary frames) on an echo:* topic.
 //   node binary.mjs ws://127.0.0.1:PORT/socket [1.8]
 import {
-  parseArgs, loadPhoenix, run, check, replyOf, openSocket, randomSuffix, trace,
+  parseArgs, loadPhoenix, run, check, replyOf, openSocket, randomSuffix, trace, waitUntil,
 } from "./lib.mjs";
 
 const { url, client } = parseArgs();
@@ -38,12 +38,13 @@ run(async () => {
   const result = { client, version, vsn, topic, binary: [] };
 
   // bytes that are not valid UTF-8 (0xff, 0xc0, lone continuation bytes), a NUL, and
-  // sizes across the WebSocket 7-bit / 16-bit / 64-bit length boundaries.
+  // sizes across the WebSocket 7-bit / 16-bit length boundaries, staying under
+  // roost's default 64 KiB inbound frame limit.
   const cases = [
     ["non-utf8", Uint8Array.from([0x00, 0xff, 0xfe, 0xc0, 0x80, 0x41, 0x42, 0x00, 0x7f])],
     ["one byte", Uint8Array.from([0x2a])],
     ["1000 bytes", bytesOf(1000, 7)],
-    ["70000 bytes", bytesOf(70000, 3)],
+    ["60000 bytes", bytesOf(60000, 3)],
   ];
   for (const [name, data] of cases) {
     const outBefore = trace.filter((f) => f.dir === "out").length;
@@ -70,6 +71,25 @@ run(async () => {
   result.echo = echo.response;
 
   check(stats.opens === 1 && stats.closes === 0 && stats.errors === 0, `socket dropped: ${JSON.stringify(stats)}`);
+
+  // A frame over the server's inbound limit (ROOST_MAX_FRAME, default 64 KiB) closes the
+  // socket with 1009; phoenix.js then reconnects and rejoins the channel by itself.
+  const limit = Number(process.env.ROOST_MAX_FRAME || 64 * 1024);
+  const oversize = limit + 4096;
+  const joinRefBefore = chan.joinRef();
+  chan.push("bin", bytesOf(oversize, 5).buffer); // no reply expected: the socket is closed
+  await waitUntil(() => stats.closes > 0, `close after a ${oversize}-byte frame`);
+  check(stats.closeEvents[0] && stats.closeEvents[0].code === 1009,
+    `oversized frame: expected close code 1009, got ${JSON.stringify(stats.closeEvents)}`);
+  await waitUntil(() => stats.opens >= 2, "phoenix.js reconnect after the 1009 close");
+  await waitUntil(() => chan.isJoined() && chan.joinRef() !== joinRefBefore,
+    `phoenix.js rejoin of ${topic} after reconnect`);
+  const after = await replyOf(chan.push("bin", Uint8Array.from([1, 2, 3]).buffer), "bin push after reconnect");
+  check(after.status === "ok" && after.response instanceof ArrayBuffer &&
+    sameBytes(new Uint8Array(after.response), Uint8Array.from([3, 2, 1])),
+    `bin push after reconnect: expected ok [3,2,1], got ${after.status} ${JSON.stringify(after.response)}`);
+  result.oversize = { bytes: oversize, close_code: stats.closeEvents[0].code, reconnected: true };
+
   socket.disconnect();
   return result;
 });

@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..pubsub import PubSub
 from .router import Router
+
+if TYPE_CHECKING:
+    from .socket import Socket
 
 ConnectResult = dict[str, Any] | None | bool
 ConnectHook = Callable[[dict[str, str], dict[str, Any]], ConnectResult | Awaitable[ConnectResult]]
@@ -38,6 +41,7 @@ class Endpoint:
     pubsub: PubSub
     connect: ConnectHook = _accept_all
     limits: Limits = field(default_factory=Limits)
+    sockets: set[Socket] = field(default_factory=set)
 
     @property
     def node(self) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..channels import Endpoint
+from ..channels.socket import CLOSE_RESTART
 from .websocket import ENDPOINT_KEY, websocket_handler
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
@@ -49,5 +50,10 @@ def build_app(endpoint: Endpoint, *, mount: str = "/socket") -> web.Application:
         yield
         await endpoint.pubsub.stop()
 
+    async def close_sockets(app: web.Application) -> None:
+        for socket in list(endpoint.sockets):
+            socket.wire.close(CLOSE_RESTART, "server restart")
+
     app.cleanup_ctx.append(pubsub_lifecycle)
+    app.on_shutdown.append(close_sockets)
     return app

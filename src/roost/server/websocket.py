@@ -68,9 +68,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer)
     socket = Socket(endpoint, wire, assigns)
+    endpoint.sockets.add(socket)
     try:
         await _serve(ws, socket, wire, limits.idle_timeout)
     finally:
+        endpoint.sockets.discard(socket)
         await socket.close()
         wire.closed = True
     return ws

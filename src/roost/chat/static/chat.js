@@ -1,0 +1,279 @@
+// The chat page: one room at a time over roost.js. User text only ever reaches the
+// page through textContent (never innerHTML), so hostile bodies render as text.
+import {Socket, Presence} from "./roost.js"
+
+const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/
+const USER_KEY = "roost:user"
+const MAX_NAME = 32
+
+const $ = id => document.getElementById(id)
+const ui = {
+  room: $("room-input"),
+  roomGo: $("room-go"),
+  roomTitle: $("room-title"),
+  status: $("status"),
+  node: $("node"),
+  messages: $("messages"),
+  online: $("online-list"),
+  onlineCount: $("online-count"),
+  onlineEmpty: $("online-empty"),
+  user: $("username"),
+  message: $("message"),
+  send: $("send"),
+}
+
+// -- location <-> room -----------------------------------------------------------------
+
+function roomFromLocation() {
+  const hash = decodeURIComponent(location.hash.slice(1))
+  if (hash) return hash
+  const match = location.pathname.match(/^\/rooms\/([^/]+)\/?$/)
+  return match ? decodeURIComponent(match[1]) : "lobby"
+}
+
+// -- rendering (text only) -------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag)
+  if (className) node.className = className
+  if (text !== undefined) node.textContent = text
+  return node
+}
+
+function timeEl(at) {
+  const date = Number.isFinite(at) ? new Date(at) : new Date()
+  const node = el("time", "at", date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"}))
+  node.dateTime = date.toISOString()
+  node.title = date.toLocaleString()
+  return node
+}
+
+// a stable colour per user name, chosen from the palette in style.css
+function colourClass(name) {
+  let hash = 0
+  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0
+  return `c${hash % 8}`
+}
+
+function append(item) {
+  const list = ui.messages
+  const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 40
+  list.append(item)
+  if (stick) list.scrollTop = list.scrollHeight
+}
+
+const seen = new Set()
+
+function showMessage(msg) {
+  if (msg.id) {
+    if (seen.has(msg.id)) return
+    seen.add(msg.id)
+  }
+  const user = msg.user || "anonymous"
+  const item = el("li", "msg")
+  if (msg.id) item.dataset.id = msg.id
+  if (msg.node) item.title = `via ${msg.node}`
+  const who = el("span", `user ${colourClass(user)}`, `[${user}]`)
+  item.append(timeEl(msg.at), who, " ", el("span", "body", String(msg.body ?? "")))
+  append(item)
+}
+
+function showEntered(payload) {
+  const item = el("li", "entered")
+  item.append(timeEl(Date.now()), el("em", null, `[${payload.user || "anonymous"} entered]`))
+  append(item)
+}
+
+function showSystem(text, kind = "info") {
+  const item = el("li", `system ${kind}`)
+  item.append(timeEl(Date.now()), el("span", null, text))
+  append(item)
+}
+
+function setStatus(state, text) {
+  ui.status.dataset.state = state
+  ui.status.textContent = text || state
+}
+
+function renderOnline(presence) {
+  const people = presence
+    .list((name, {metas}) => ({name, count: metas.length}))
+    .sort((a, b) => a.name.localeCompare(b.name))
+  ui.online.replaceChildren(...people.map(({name, count}) => {
+    const item = el("li", null)
+    item.append(el("span", `dot ${colourClass(name)}`), el("span", "name", name))
+    if (count > 1) item.append(el("span", "count", `×${count}`))
+    return item
+  }))
+  ui.onlineCount.textContent = people.length ? String(people.length) : ""
+  ui.onlineEmpty.hidden = people.length > 0
+}
+
+// -- user name -------------------------------------------------------------------------
+
+function storedName() {
+  try {
+    return localStorage.getItem(USER_KEY) || ""
+  } catch {
+    return ""
+  }
+}
+
+function rememberName(name) {
+  try {
+    localStorage.setItem(USER_KEY, name)
+  } catch {
+    // private mode: the name just is not remembered
+  }
+}
+
+function currentName() {
+  return ui.user.value.trim().slice(0, MAX_NAME)
+}
+
+// -- socket and room -------------------------------------------------------------------
+
+const socket = new Socket("/socket")
+let everConnected = false
+let room = null // {name, channel, presence, user, cursor}
+
+socket.onOpen(() => { everConnected = true })
+socket.onError(() => lostConnection())
+socket.onClose(() => lostConnection())
+
+function lostConnection() {
+  setStatus(everConnected ? "reconnecting" : "connecting", everConnected ? "reconnecting…" : "connecting…")
+}
+
+function joinRoom(name) {
+  if (room && room.name === name && room.user === currentName()) return
+  if (!ROOM_RE.test(name)) {
+    showSystem(`"${name}" is not a valid room name (letters, digits, _ and -, up to 64)`, "error")
+    return
+  }
+  const sameRoom = room !== null && room.name === name
+  if (room) room.channel.leave()
+  if (!sameRoom) {
+    // a new room starts with an empty list; a rename rejoins the same room and keeps it
+    seen.clear()
+    ui.messages.replaceChildren()
+    renderOnline({list: () => []})
+  }
+  ui.room.value = name
+  ui.roomTitle.textContent = `#${name}`
+  document.title = `#${name} · roost`
+
+  const user = currentName()
+  const current = {name, user, cursor: null}
+  // params are computed at every (re)join: a rejoin asks for what it missed when the
+  // server told us a history position (offset + epoch)
+  const channel = socket.channel(`rooms:${name}`, () => {
+    const params = user ? {user} : {}
+    if (current.cursor) params.since = {...current.cursor}
+    return params
+  })
+  current.channel = channel
+  current.presence = new Presence(channel)
+  room = current
+  const active = () => room === current
+
+  current.presence.onSync(() => active() && renderOnline(current.presence))
+  channel.on("new:msg", msg => {
+    if (!active()) return
+    track(current, msg)
+    showMessage(msg)
+  })
+  channel.on("user:entered", payload => active() && showEntered(payload))
+  channel.onError(() => active() && lostConnection())
+
+  setStatus(everConnected ? "reconnecting" : "connecting", "joining…")
+  channel.join()
+    .receive("ok", reply => {
+      if (!active()) return
+      if (reply && reply.epoch !== undefined && reply.offset !== undefined) {
+        current.cursor = {offset: reply.offset, epoch: reply.epoch}
+      }
+      for (const msg of (reply && reply.history) || []) showMessage(msg)
+      ui.node.textContent = reply && reply.node ? `node ${reply.node}` : ""
+      ui.node.title = reply && reply.node ? `served by node ${reply.node}` : ""
+      setStatus("connected", "connected")
+    })
+    .receive("error", reply => {
+      if (!active()) return
+      const reason = (reply && reply.reason) || "join refused"
+      setStatus("error", `can't join: ${reason}`)
+      showSystem(`can't join #${name}: ${reason}`, "error")
+      if (reason === "invalid room") channel.leave()
+    })
+    .receive("timeout", () => active() && setStatus("reconnecting", "join timed out, retrying…"))
+}
+
+function track(current, msg) {
+  if (current.cursor && Number.isInteger(msg.offset)) {
+    current.cursor = {offset: msg.offset, epoch: msg.epoch ?? current.cursor.epoch}
+  }
+}
+
+function sendMessage() {
+  const body = ui.message.value
+  if (!body.trim() || !room) return
+  ui.message.value = ""
+  room.channel.push("new:msg", {body})
+    .receive("error", reply => {
+      showSystem(`not sent: ${(reply && reply.reason) || "refused"}`, "error")
+      if (!ui.message.value) ui.message.value = body
+    })
+    .receive("timeout", () => showSystem("not sent: no answer from the server (timeout)", "error"))
+}
+
+function switchRoom() {
+  const name = ui.room.value.trim()
+  if (!name || (room && name === room.name)) return
+  if (!ROOM_RE.test(name)) {
+    showSystem(`"${name}" is not a valid room name (letters, digits, _ and -, up to 64)`, "error")
+    return
+  }
+  history.pushState(null, "", `/rooms/${encodeURIComponent(name)}`)
+  joinRoom(name)
+  ui.message.focus()
+}
+
+// -- wiring ----------------------------------------------------------------------------
+
+ui.user.value = storedName() || `guest-${Math.floor(1000 + Math.random() * 9000)}`
+rememberName(ui.user.value)
+
+ui.user.addEventListener("change", () => {
+  const name = currentName()
+  rememberName(name)
+  if (room && name !== room.user) joinRoom(room.name)
+})
+ui.user.addEventListener("keydown", event => {
+  if (event.key === "Enter") {
+    event.preventDefault()
+    ui.message.focus() // blur commits the name through "change"
+  }
+})
+ui.message.addEventListener("keydown", event => {
+  if (event.key === "Enter" && !event.isComposing) {
+    event.preventDefault()
+    sendMessage()
+  }
+})
+ui.send.addEventListener("click", () => {
+  sendMessage()
+  ui.message.focus()
+})
+ui.room.addEventListener("keydown", event => {
+  if (event.key === "Enter") {
+    event.preventDefault()
+    switchRoom()
+  }
+})
+ui.roomGo.addEventListener("click", switchRoom)
+window.addEventListener("popstate", () => joinRoom(roomFromLocation()))
+window.addEventListener("hashchange", () => joinRoom(roomFromLocation()))
+
+socket.connect()
+joinRoom(roomFromLocation())
+ui.message.focus()
