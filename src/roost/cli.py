@@ -64,6 +64,7 @@ def main() -> None:
     type=float,
     help="Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
 )
+@click.option("--bench", is_flag=True, hidden=True, help="Serve the bench:* channel.")
 @click.option(
     "--echo",
     is_flag=True,
@@ -79,6 +80,7 @@ def serve(
     max_frame: int,
     idle_timeout: float,
     echo: bool,
+    bench: bool,
 ) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
     from aiohttp import web
@@ -92,6 +94,10 @@ def serve(
     uv = use_uvloop()
     limits = Limits(max_frame=max_frame, idle_timeout=idle_timeout)
     endpoint = create_endpoint(node, echo=echo, limits=limits)
+    if bench:
+        from .bench.channel import BenchChannel
+
+        endpoint.router.channel("bench:*", BenchChannel)
     app = build_app(endpoint)
     log.info(
         "roost serving node=%s url=http://%s:%d/ broker=memory uvloop=%s", node, host, port, uv
@@ -184,3 +190,36 @@ async def _send_line(channel: Any, line: str) -> None:
         reply = await channel.push("new:msg", {"body": text})
         if not reply.ok:
             click.echo(f"error: {reply.response.get('reason')}", err=True)
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on loopback, reported as ratios against a baseline run alongside."""
+
+
+@bench.command("fanout")
+@click.option("--clients", "clients", default="1000", show_default=True, help="Comma list.")
+@click.option("--messages", default=200, show_default=True, help="Broadcasts per round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON results.")
+def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
+    """One node, one room: deliveries/s beside the raw transport limit."""
+    import json
+    from pathlib import Path
+
+    from .bench import fanout
+
+    use_uvloop()
+    counts = [int(c) for c in clients.split(",")]
+    results = asyncio.run(fanout.run(counts, messages, rounds))
+    rows = []
+    for raw, roost in zip(results[::2], results[1::2], strict=True):
+        ratio = roost.median / raw.median
+        rows.append({"raw": raw.as_dict(), "roost": roost.as_dict(), "ratio": ratio})
+        click.echo(
+            f"{raw.clients:>6} subscribers  raw {raw.median:>10,.0f}/s  "
+            f"roost {roost.median:>10,.0f}/s  roost/raw {ratio:.2f}"
+        )
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fanout.json").write_text(json.dumps(rows, indent=2))

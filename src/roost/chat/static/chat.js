@@ -42,7 +42,8 @@ function el(tag, className, text) {
 
 function timeEl(at) {
   const date = Number.isFinite(at) ? new Date(at) : new Date()
-  const node = el("time", "at", date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"}))
+  const clock = date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hourCycle: "h23"})
+  const node = el("time", "at", clock)
   node.dateTime = date.toISOString()
   node.title = date.toLocaleString()
   return node

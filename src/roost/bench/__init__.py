@@ -1,0 +1,1 @@
+"""Benchmarks: loopback-only, bounded in time, reported as ratios against a baseline."""
