@@ -517,18 +517,21 @@ def test_screenshot(open_chat: Callable[..., Chat], tmp_path: Path) -> None:
     try:
         url = f"{srv.url}/rooms/lobby"
         people = {}
-        for name in ("ana", "ben", "cleo"):
+        for name in ("ana", "ben", "carol"):
             people[name] = open_chat(url, user=name)
             people[name].wait_connected()
         ana = people["ana"]
-        expect(entered(ana.page, "cleo")).to_be_visible(timeout=WAIT_MS)
+        expect(entered(ana.page, "carol")).to_be_visible(timeout=WAIT_MS)
         script = [
             ("ana", "hi both! this page talks to roost over the Phoenix Channels protocol"),
             ("ben", "and the official phoenix.js client works against the same server"),
-            ("cleo", "two nodes behind Redis share the room; the top right says which node I'm on"),
+            (
+                "carol",
+                "two nodes behind Redis share the room; the top right says which node I'm on",
+            ),
             ("ben", "<b>this stays text</b>, never HTML"),
             ("ana", "stop the server and the dot turns amber; the page rejoins by itself"),
-            ("cleo", "nice \N{HATCHING CHICK}"),
+            ("carol", "nice \N{HATCHING CHICK}"),
         ]
         for name, text in script:
             people[name].send(text)
