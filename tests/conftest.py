@@ -74,3 +74,13 @@ async def local_server() -> AsyncIterator[Callable[..., Any]]:
 
 
 __all__ = ["LocalServer", "Router"]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[Any]:
+    """A private redis-server for one test (killed afterwards)."""
+    from support import start_redis
+
+    server = start_redis()
+    yield server
+    server.stop()

@@ -426,6 +426,49 @@ def test_roost_js_socket_and_channel(server: ServerProcess, open_chat: Callable[
     assert out["afterDisconnect"] == "closed"
 
 
+HEARTBEAT_TIMEOUT = """
+async () => {
+  const {Socket} = await import("/static/roost.js")
+  const socket = new Socket("/socket", {heartbeatIntervalMs: 150})
+  const closes = []
+  let opens = 0
+  socket.onOpen(() => opens++)
+  socket.onClose(event => closes.push([event.code, event.reason]))
+  socket.connect()
+  const channel = socket.channel("rooms:beat", {user: "beat"})
+  let joins = 0
+  channel.join().receive("ok", () => joins++)
+  const deadline = Date.now() + 8000
+  const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
+  while ((opens < 2 || joins < 2) && Date.now() < deadline) await sleep(20)
+  socket.disconnect()
+  return {opens, joins, closes: closes.slice(0, 1)}
+}
+"""
+
+
+def test_roost_js_heartbeat_timeout_reconnects(
+    server: ServerProcess, open_chat: Callable[..., Chat]
+) -> None:
+    """Heartbeats that get no reply close the socket; it reconnects and the channel rejoins."""
+
+    def swallow_heartbeats(ws: WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            if json.loads(message)[2] != "phoenix":
+                upstream.send(message)
+
+        ws.on_message(to_server)
+
+    chat = open_chat(f"{server.url}/rooms/beat-host", user="host")
+    chat.wait_connected()
+    chat.page.route_web_socket("**/socket/websocket*", swallow_heartbeats)
+    out = chat.page.evaluate(HEARTBEAT_TIMEOUT)
+    assert out["closes"] == [[1000, "heartbeat timeout"]], out
+    assert out["opens"] >= 2 and out["joins"] >= 2, out  # reconnected, then rejoined
+
+
 PRESENCE_DIFFERENTIAL = """
 async () => {
   const ours = (await import("/static/roost.js")).Presence
@@ -531,7 +574,7 @@ def test_screenshot(open_chat: Callable[..., Chat], tmp_path: Path) -> None:
             ),
             ("ben", "<b>this stays text</b>, never HTML"),
             ("ana", "stop the server and the dot turns amber; the page rejoins by itself"),
-            ("carol", "nice \N{HATCHING CHICK}"),
+            ("carol", "and it works on a phone too"),
         ]
         for name, text in script:
             people[name].send(text)

@@ -64,6 +64,40 @@ def main() -> None:
     type=float,
     help="Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="ROOST_REDIS_URL",
+    default=None,
+    help="Redis URL (redis://, rediss://, unix://; user:password@, /db) to scale out; "
+    "without it the embedded memory broker serves one node.",
+)
+@click.option(
+    "--pubsub-mode",
+    envvar="ROOST_PUBSUB_MODE",
+    type=click.Choice(["topic", "global"]),
+    default="topic",
+    show_default=True,
+    help="topic: one Redis channel per topic, a node gets only rooms it has members in; "
+    "global: one channel for everything (as phoenix_pubsub_redis).",
+)
+@click.option(
+    "--app",
+    "app_name",
+    envvar="ROOST_APP",
+    default="chat",
+    show_default=True,
+    help="Application name in Redis channel names (<prefix>:<app>).",
+)
+@click.option("--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
+@click.option(
+    "--probe-interval",
+    envvar="ROOST_PROBE_INTERVAL",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between liveness probes through Redis.",
+)
 @click.option("--bench", is_flag=True, hidden=True, help="Serve the bench:* channel.")
 @click.option(
     "--echo",
@@ -79,13 +113,18 @@ def serve(
     log_level: str,
     max_frame: int,
     idle_timeout: float,
+    redis_url: str | None,
+    pubsub_mode: str,
+    app_name: str,
+    redis_prefix: str,
+    probe_interval: float,
     echo: bool,
     bench: bool,
 ) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
-    from aiohttp import web
 
     from .chat import create_endpoint
+    from .pubsub import Broker
     from .server import build_app
     from .server.logs import setup_logging
 
@@ -93,15 +132,43 @@ def serve(
     setup_logging(node, log_format, log_level)
     uv = use_uvloop()
     limits = Limits(max_frame=max_frame, idle_timeout=idle_timeout)
-    endpoint = create_endpoint(node, echo=echo, limits=limits)
+    broker: Broker | None = None
+    if redis_url:
+        from .brokers.redis import Keys, RedisBroker
+
+        broker = RedisBroker(
+            redis_url,
+            mode=pubsub_mode,
+            keys=Keys(redis_prefix, app_name),
+            probe_interval=probe_interval,
+        )
+    endpoint = create_endpoint(node, broker, echo=echo, limits=limits)
     if bench:
         from .bench.channel import BenchChannel
 
         endpoint.router.channel("bench:*", BenchChannel)
     app = build_app(endpoint)
     log.info(
-        "roost serving node=%s url=http://%s:%d/ broker=memory uvloop=%s", node, host, port, uv
+        "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
+        node,
+        host,
+        port,
+        f"redis/{pubsub_mode}" if redis_url else "memory",
+        uv,
     )
+    from .brokers.redis import DuplicateNodeError
+
+    try:
+        _run(app, host, port)
+    except DuplicateNodeError as exc:
+        log.error("%s", exc)
+        click.echo(f"roost: {exc}", err=True)
+        sys.exit(1)
+
+
+def _run(app: Any, host: str, port: int) -> None:
+    from aiohttp import web
+
     web.run_app(
         app,
         host=host,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Any
 
@@ -67,7 +66,6 @@ class PubSub:
         self.node = node
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self._topics: dict[str, dict[Subscriber, None]] = {}
-        self._seq = itertools.count(1)
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.delivered = 0
 
@@ -135,14 +133,13 @@ class PubSub:
         """Send to every subscriber of ``topic`` on every node (``exclude`` skipped)."""
         encoded = Encoded.of(payload)
         env = Envelope(
-            self.node,
-            next(self._seq),
-            topic,
-            event,
-            encoded,
-            None if exclude is None else str(id(exclude)),
+            self.node, 0, topic, event, encoded, None if exclude is None else str(id(exclude))
         )
-        await self.broker.publish(env)
+        try:
+            await self.broker.publish(env)
+        except Exception:
+            # Other nodes miss this one; this node's subscribers must not.
+            log.exception("broker publish failed topic=%s", topic)
         return self.local_broadcast(topic, event, encoded, exclude=exclude)
 
     def local_broadcast(

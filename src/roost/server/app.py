@@ -32,7 +32,13 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "node": request.app[ENDPOINT_KEY].node})
+    endpoint = request.app[ENDPOINT_KEY]
+    body: dict[str, object] = {"status": "ok", "node": endpoint.node}
+    stats = getattr(endpoint.pubsub.broker, "stats", None)
+    if stats is not None:
+        body["broker"] = stats.as_dict()
+    body["sockets"] = len(endpoint.sockets)
+    return web.json_response(body)
 
 
 def build_app(endpoint: Endpoint, *, mount: str = "/socket") -> web.Application:

@@ -24,11 +24,19 @@ const ui = {
 
 // -- location <-> room -----------------------------------------------------------------
 
+function decode(text) {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text // a stray "%": shown as typed, then refused as a room name
+  }
+}
+
 function roomFromLocation() {
-  const hash = decodeURIComponent(location.hash.slice(1))
+  const hash = decode(location.hash.slice(1))
   if (hash) return hash
   const match = location.pathname.match(/^\/rooms\/([^/]+)\/?$/)
-  return match ? decodeURIComponent(match[1]) : "lobby"
+  return match ? decode(match[1]) : "lobby"
 }
 
 // -- rendering (text only) -------------------------------------------------------------
@@ -153,7 +161,11 @@ function joinRoom(name) {
     return
   }
   const sameRoom = room !== null && room.name === name
-  if (room) room.channel.leave()
+  if (room) {
+    const old = room
+    room = null // its callbacks are no longer active, its close included
+    old.channel.leave()
+  }
   if (!sameRoom) {
     // a new room starts with an empty list; a rename rejoins the same room and keeps it
     seen.clear()
@@ -186,6 +198,8 @@ function joinRoom(name) {
   })
   channel.on("user:entered", payload => active() && showEntered(payload))
   channel.onError(() => active() && lostConnection())
+  // the server closed this channel (we leave only channels that are no longer active)
+  channel.onClose(() => active() && setStatus("error", "left by the server"))
 
   setStatus(everConnected ? "reconnecting" : "connecting", "joining…")
   channel.join()
@@ -210,7 +224,7 @@ function joinRoom(name) {
 }
 
 function track(current, msg) {
-  if (current.cursor && Number.isInteger(msg.offset)) {
+  if (current.cursor && msg.offset !== undefined && msg.offset !== null) {
     current.cursor = {offset: msg.offset, epoch: msg.epoch ?? current.cursor.epoch}
   }
 }

@@ -1,0 +1,81 @@
+"""The Redis envelope: msgpack, versioned, payload carried as already-encoded bytes.
+
+Wire layout (a msgpack array, version 1):
+
+    [1, node, seq, topic, event, payload, binary, exclude, ts_ms]
+
+``payload`` is the JSON (or raw binary) bytes exactly as subscribers will receive
+them, so a receiving node forwards them without parsing. ``seq`` is the origin
+node's sequence number for the channel the envelope travels on (one counter per
+topic in ``topic`` mode, one for all in ``global`` mode): a receiver that sees it
+jump has missed messages. ``ts_ms`` is the origin's wall clock, for delivery lag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from ...protocol import Encoded
+from ...pubsub import Envelope
+
+VERSION = 1
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+class EnvelopeError(ValueError):
+    """Bytes on a roost channel that are not an envelope this version understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """An envelope as it travels, with the fields only the broker needs."""
+
+    envelope: Envelope
+    ts_ms: int
+
+
+def encode(env: Envelope, seq: int, ts_ms: int) -> bytes:
+    data: bytes = _packb(
+        [
+            VERSION,
+            env.node,
+            seq,
+            env.topic,
+            env.event,
+            env.payload.data,
+            env.payload.binary,
+            env.exclude,
+            ts_ms,
+        ],
+        use_bin_type=True,
+    )
+    return data
+
+
+def decode(data: bytes) -> Wire:
+    try:
+        fields = _unpackb(data, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise EnvelopeError(f"not msgpack: {exc}") from None
+    if not isinstance(fields, list) or not fields:
+        raise EnvelopeError("envelope is not a msgpack array")
+    if fields[0] != VERSION:
+        raise EnvelopeError(f"unknown envelope version {fields[0]!r}")
+    if len(fields) != 9:
+        raise EnvelopeError("envelope has the wrong number of fields")
+    _, node, seq, topic, event, payload, binary, exclude, ts_ms = fields
+    if not (
+        isinstance(node, str)
+        and isinstance(seq, int)
+        and isinstance(topic, str)
+        and isinstance(event, str)
+        and isinstance(payload, bytes)
+        and isinstance(binary, bool)
+        and (exclude is None or isinstance(exclude, str))
+        and isinstance(ts_ms, int)
+    ):
+        raise EnvelopeError("envelope field of the wrong type")
+    return Wire(Envelope(node, seq, topic, event, Encoded(payload, binary), exclude), ts_ms)

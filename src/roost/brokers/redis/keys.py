@@ -1,0 +1,40 @@
+"""Redis channel and key names (DESIGN.md: "Redis data model")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "roost"
+    app: str = "chat"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{self.app}"
+
+    @property
+    def global_channel(self) -> str:
+        """Every broadcast, every node (``global`` mode, like phoenix_pubsub_redis)."""
+        return self.base
+
+    def topic_channel(self, topic: str) -> str:
+        """One channel per topic (``topic`` mode); ``{topic}`` is a Cluster hash tag."""
+        return f"{self.base}:t:{{{topic}}}"
+
+    @property
+    def topic_pattern(self) -> str:
+        return f"{self.base}:t:*"
+
+    def topic_of(self, channel: str) -> str | None:
+        head = f"{self.base}:t:{{"
+        if channel.startswith(head) and channel.endswith("}"):
+            return channel[len(head) : -1]
+        return None
+
+    def probe_channel(self, node: str) -> str:
+        return f"{self.base}:probe:{node}"
+
+    def node_key(self, node: str) -> str:
+        return f"{self.base}:node:{node}"
