@@ -1,7 +1,8 @@
 """``echo:*``: a diagnostic channel that answers what it is sent (``roost serve --echo``).
 
 ``echo`` replies ok with the payload; ``bin`` with a binary payload replies with the
-bytes reversed (a check that binary frames work both ways); ``crash`` raises, to
+bytes reversed (a check that binary frames work both ways); ``broadcast`` and
+``broadcast_from`` send the payload to the topic as ``echo``; ``crash`` raises, to
 show ``phx_error``.
 """
 
@@ -27,6 +28,9 @@ class EchoChannel(Channel):
             return Reply.ok(payload[::-1])
         if event == "broadcast":
             await self.broadcast("echo", payload)
+            return Reply.ok()
+        if event == "broadcast_from":
+            await self.broadcast_from("echo", payload)
             return Reply.ok()
         if event == "crash":
             raise RuntimeError("crash requested")
