@@ -33,20 +33,9 @@ def cluster(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Any]:
     def make(count: int, mode: str = "topic", *extra: str) -> list[ServerProcess]:
         for _ in range(count):
             name = f"n{len(started) + 1}"
-            started.append(
-                start_server(
-                    "--redis",
-                    redis_server.url,
-                    "--pubsub-mode",
-                    mode,
-                    "--echo",
-                    "--probe-interval",
-                    "0.5",
-                    *extra,
-                    node=name,
-                    log_dir=tmp_path,
-                )  # fmt: skip
-            )
+            args = ["--redis", redis_server.url, "--pubsub-mode", mode, "--echo"]
+            args += ["--probe-interval", "0.5", *extra]
+            started.append(start_server(*args, node=name, log_dir=tmp_path))
         return started[-count:]
 
     yield make
