@@ -2,23 +2,49 @@
 
 With no hub a node is alone and ``publish`` has nothing to do: PubSub already
 delivers locally. Brokers sharing a ``MemoryHub`` deliver to each other, which is how
-tests run several nodes in one process without Redis.
+tests run several nodes in one process without Redis. History lives in a ring
+buffer per topic; its epoch is new every time the process starts.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from ..protocol import Encoded
 from ..pubsub.broker import Deliver
 from ..pubsub.envelope import Envelope
+from ..pubsub.history import (
+    HistoryPolicy,
+    Position,
+    Recovery,
+    StoredMessage,
+    recover_from,
+    with_offset,
+)
+
+
+@dataclass
+class _Topic:
+    offset: int = 0
+    messages: deque[StoredMessage] = field(default_factory=deque)
 
 
 class MemoryHub:
     def __init__(self) -> None:
         self.brokers: list[MemoryBroker] = []
+        self.epoch = os.urandom(6).hex()
+        self.topics: dict[str, _Topic] = {}
 
 
 class MemoryBroker:
+    delivers_stored = False  # PubSub delivers stored messages locally itself
+
     def __init__(self, hub: MemoryHub | None = None) -> None:
-        self.hub = hub
+        self.hub = hub if hub is not None else MemoryHub()
+        self.shared = hub is not None
         self.node = ""
         self._deliver: Deliver | None = None
         self.topics: set[str] = set()
@@ -26,16 +52,15 @@ class MemoryBroker:
     async def start(self, node: str, deliver: Deliver) -> None:
         self.node = node
         self._deliver = deliver
-        if self.hub is not None:
-            self.hub.brokers.append(self)
+        self.hub.brokers.append(self)
 
     async def stop(self) -> None:
-        if self.hub is not None and self in self.hub.brokers:
+        if self in self.hub.brokers:
             self.hub.brokers.remove(self)
         self._deliver = None
 
     async def publish(self, envelope: Envelope) -> None:
-        if self.hub is None:
+        if not self.shared:
             return
         for other in self.hub.brokers:
             if other is not self and other._deliver is not None and envelope.topic in other.topics:
@@ -46,3 +71,34 @@ class MemoryBroker:
 
     async def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)
+
+    # -- history -----------------------------------------------------------------------
+    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+        """Store and publish; return the envelope with its offset (PubSub delivers it)."""
+        state = self.hub.topics.setdefault(envelope.topic, _Topic())
+        state.offset += 1
+        payload = with_offset(envelope.payload.data, state.offset)
+        now = int(time.time() * 1000)
+        state.messages.append(StoredMessage(state.offset, envelope.event, payload, now))
+        _trim(state, policy, now)
+        stored = replace(
+            envelope, payload=Encoded(payload), offset=state.offset, epoch=self.hub.epoch
+        )
+        await self.publish(stored)
+        return stored
+
+    async def history(
+        self, topic: str, since: Position | None, policy: HistoryPolicy
+    ) -> Recovery:
+        state = self.hub.topics.get(topic) or _Topic()
+        now = int(time.time() * 1000)
+        return recover_from(
+            since, Position(state.offset, self.hub.epoch), list(state.messages), policy, now
+        )
+
+
+def _trim(state: _Topic, policy: HistoryPolicy, now_ms: int) -> None:
+    while len(state.messages) > policy.max_len:
+        state.messages.popleft()
+    while state.messages and now_ms - state.messages[0].ts_ms > policy.max_age_ms:
+        state.messages.popleft()

@@ -21,3 +21,5 @@ class Envelope:
     event: str
     payload: Encoded
     exclude: str | None = None
+    offset: int | None = None  # set when the message was stored in the topic's history
+    epoch: str | None = None
