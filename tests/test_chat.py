@@ -19,7 +19,9 @@ async def test_join_entered_and_message(local_server: Any) -> None:
         room_b = b.channel("rooms:lobby", {"user": "bo"})
         room_b.on("new:msg", got_b.append)
         room_b.on("user:entered", got_b.append)
-        assert await room_b.join() == {"history": [], "node": "local"}
+        joined = await room_b.join()
+        assert joined["history"] == [] and joined["node"] == "local"
+        assert joined["offset"] == 0 and joined["recovered"] is False
         room_a = a.channel("rooms:lobby", {})  # name from the connect param
         room_a.on("new:msg", got_a.append)
         await room_a.join()

@@ -87,9 +87,7 @@ class MemoryBroker:
         await self.publish(stored)
         return stored
 
-    async def history(
-        self, topic: str, since: Position | None, policy: HistoryPolicy
-    ) -> Recovery:
+    async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         state = self.hub.topics.get(topic) or _Topic()
         now = int(time.time() * 1000)
         return recover_from(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..protocol import Encoded
+from ..pubsub import HistoryPolicy, Position, Recovery
 from .reply import Reply
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ class Channel:
     """
 
     intercept: ClassVar[frozenset[str]] = frozenset()
+    #: broadcast events kept in the topic's history (each gets an ``offset``)
+    history_events: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, socket: Socket, topic: str, join_ref: str | None) -> None:
         self.socket = socket
@@ -30,6 +33,7 @@ class Channel:
         self.wire: Wire = socket.wire
         self.assigns: dict[str, Any] = dict(socket.assigns)
         self.joined = False
+        self.subscribed = False
 
     # -- callbacks ----------------------------------------------------------------------
     async def join(self, payload: Any) -> Any:
@@ -51,6 +55,17 @@ class Channel:
         """The channel ends: ``leave``, ``closed`` (socket gone), ``crash``, ``replaced``."""
 
     # -- actions -----------------------------------------------------------------------
+    async def subscribe(self) -> None:
+        """Start receiving the topic's broadcasts now, before ``join`` returns.
+
+        The socket subscribes every joined channel anyway; a ``join`` that reads
+        history calls this first (after its authorization checks), so nothing
+        published between the history read and the subscription is missed.
+        """
+        if not self.subscribed:
+            await self.socket.endpoint.pubsub.subscribe(self.topic, self)
+            self.subscribed = True
+
     @property
     def node(self) -> str:
         return self.socket.endpoint.node
@@ -63,13 +78,29 @@ class Channel:
         """Answer a push later (when ``handle_in`` returned None)."""
         self.socket.reply(self.join_ref, ref, self.topic, reply)
 
+    def _store(self, event: str) -> HistoryPolicy | None:
+        return self.socket.endpoint.history if event in self.history_events else None
+
     async def broadcast(self, event: str, payload: Any) -> None:
-        """Send to every subscriber of this topic, on every node, this client included."""
-        await self.socket.endpoint.pubsub.broadcast(self.topic, event, payload)
+        """Send to every subscriber of this topic, on every node, this client included.
+
+        Events named in ``history_events`` are stored first; if that fails,
+        HistoryUnavailable is raised and nobody got the message.
+        """
+        await self.socket.endpoint.pubsub.broadcast(
+            self.topic, event, payload, store=self._store(event)
+        )
 
     async def broadcast_from(self, event: str, payload: Any) -> None:
         """Send to every subscriber of this topic except this client."""
-        await self.socket.endpoint.pubsub.broadcast(self.topic, event, payload, exclude=self)
+        await self.socket.endpoint.pubsub.broadcast(
+            self.topic, event, payload, exclude=self, store=self._store(event)
+        )
+
+    async def history(self, since: Position | None = None) -> Recovery:
+        """The topic's history after ``since`` (or its latest messages)."""
+        endpoint = self.socket.endpoint
+        return await endpoint.pubsub.history(self.topic, since, endpoint.history)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.topic} join_ref={self.join_ref}>"

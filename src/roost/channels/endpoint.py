@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..pubsub import PubSub
+from ..pubsub import HistoryPolicy, PubSub
 from .router import Router
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Endpoint:
     pubsub: PubSub
     connect: ConnectHook = _accept_all
     limits: Limits = field(default_factory=Limits)
+    history: HistoryPolicy = field(default_factory=HistoryPolicy)
     sockets: set[Socket] = field(default_factory=set)
 
     @property

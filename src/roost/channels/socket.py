@@ -150,17 +150,21 @@ class Socket:
         try:
             response = await channel.join(msg.payload)
         except JoinError as refused:
+            self._unsubscribe(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", Encoded.of(refused.response))
             return
         except Exception:
             log.exception("join crashed topic=%s", topic)
+            self._unsubscribe(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", JOIN_CRASHED)
             return
         if self.closed:
+            self._unsubscribe(channel)
             return
         self.channels[topic] = channel
         channel.joined = True
-        await self.endpoint.pubsub.subscribe(topic, channel)
+        # Subscribed before the reply: nothing published after an ok join is missed.
+        await channel.subscribe()
         self._reply(msg.join_ref, msg.ref, topic, "ok", Encoded.of(response))
         try:
             await channel.after_join()
@@ -181,13 +185,18 @@ class Socket:
     async def _drop(self, channel: Channel, reason: str) -> None:
         if self.channels.get(channel.topic) is channel:
             del self.channels[channel.topic]
+        self._unsubscribe(channel)
         if channel.joined:
             channel.joined = False
-            self.endpoint.pubsub.unsubscribe(channel.topic, channel)
             try:
                 await channel.terminate(reason)
             except Exception:
                 log.exception("terminate crashed topic=%s", channel.topic)
+
+    def _unsubscribe(self, channel: Channel) -> None:
+        if channel.subscribed:
+            channel.subscribed = False
+            self.endpoint.pubsub.unsubscribe(channel.topic, channel)
 
     async def close(self, reason: str = "closed") -> None:
         """The connection is gone: every channel terminates."""

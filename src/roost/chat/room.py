@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
 
+import orjson
+
 from ..channels import Channel, JoinError, Reply
+from ..pubsub import HistoryUnavailable, Position, Recovery
 from . import validate
+
+log = logging.getLogger("roost.chat")
 
 
 def message_id() -> str:
@@ -22,6 +28,7 @@ class RoomChannel(Channel):
     included, receives ``new:msg`` ``{id, user, body, at, node}``.
     """
 
+    history_events = frozenset({"new:msg"})
     user: str | None = None
 
     async def join(self, payload: Any) -> Any:
@@ -29,9 +36,16 @@ class RoomChannel(Channel):
             validate.room_name(self.topic)
             given = payload.get("user") if isinstance(payload, dict) else None
             self.user = validate.user_name(given) or validate.user_name(self.assigns.get("user"))
+            since = validate.since(payload.get("since") if isinstance(payload, dict) else None)
         except validate.Invalid as exc:
             raise JoinError(exc.reason) from None
-        return {"history": [], "node": self.node}
+        await self.subscribe()  # before reading history: no message falls in between
+        try:
+            recovery = await self.history(since)
+        except Exception:  # history is down: the room still works, live
+            log.warning("history unavailable for %s", self.topic, exc_info=True)
+            return {"history": [], "recovered": False, "node": self.node}
+        return join_reply(recovery, self.node)
 
     async def after_join(self) -> None:
         await self.broadcast("user:entered", {"user": self.user or "anonymous"})
@@ -45,14 +59,29 @@ class RoomChannel(Channel):
         except validate.Invalid as exc:
             return Reply.error({"reason": exc.reason})
         msg_id = message_id()
-        await self.broadcast(
-            "new:msg",
-            {
-                "id": msg_id,
-                "user": user,
-                "body": text,
-                "at": int(time.time() * 1000),
-                "node": self.node,
-            },
-        )
+        message = {
+            "id": msg_id,
+            "user": user,
+            "body": text,
+            "at": int(time.time() * 1000),
+            "node": self.node,
+        }
+        try:
+            await self.broadcast("new:msg", message)
+        except HistoryUnavailable:
+            return Reply.error({"reason": "temporarily unavailable"})
         return Reply.ok({"id": msg_id})
+
+
+def join_reply(recovery: Recovery, node: str) -> dict[str, Any]:
+    """``{history, offset, epoch, recovered, node}``; stored payloads are embedded as is."""
+    return {
+        "history": [orjson.Fragment(m.payload) for m in recovery.messages],
+        "offset": recovery.position.offset,
+        "epoch": recovery.position.epoch,
+        "recovered": recovery.recovered,
+        "node": node,
+    }
+
+
+__all__ = ["Position", "RoomChannel", "join_reply", "message_id"]

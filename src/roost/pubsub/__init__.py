@@ -2,7 +2,28 @@
 
 from .broker import Broker, Deliver
 from .envelope import Envelope
+from .history import (
+    HistoryPolicy,
+    HistoryUnavailable,
+    Position,
+    Recovery,
+    StoredMessage,
+)
 from .pubsub import PubSub, fastlane
 from .wire import Subscriber, Wire, WireKind
 
-__all__ = ["Broker", "Deliver", "Envelope", "PubSub", "Subscriber", "Wire", "WireKind", "fastlane"]
+__all__ = [
+    "Broker",
+    "Deliver",
+    "Envelope",
+    "HistoryPolicy",
+    "HistoryUnavailable",
+    "Position",
+    "PubSub",
+    "Recovery",
+    "StoredMessage",
+    "Subscriber",
+    "Wire",
+    "WireKind",
+    "fastlane",
+]

@@ -1,7 +1,8 @@
 """The broker interface: what carries broadcasts between nodes.
 
 A broker is small on purpose. PubSub calls ``start`` with a delivery callback, then
-``publish`` for every broadcast, and ``subscribe``/``unsubscribe`` when a topic gains
+``publish`` for every broadcast (``publish_stored`` for those kept in history), and
+``subscribe``/``unsubscribe`` when a topic gains
 its first or loses its last local subscriber (brokers that route everything to every
 node may ignore those). The broker calls ``deliver(envelope)`` for every envelope
 from *another* node; PubSub itself delivers a node's own broadcasts locally.
@@ -13,11 +14,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .envelope import Envelope
+from .history import HistoryPolicy, Position, Recovery
 
 Deliver = Callable[[Envelope], None]
 
 
 class Broker(Protocol):
+    #: True when the broker delivers stored (history) broadcasts back to this node
+    #: itself, in offset order; False when PubSub delivers them locally.
+    delivers_stored: bool
+
     async def start(self, node: str, deliver: Deliver) -> None: ...
 
     async def stop(self) -> None: ...
@@ -29,3 +35,14 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, topic: str) -> None: ...
+
+    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+        """Append to the topic's history and publish; return the envelope with its offset.
+
+        Raises HistoryUnavailable when it could not be stored (nothing was published).
+        """
+        ...
+
+    async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
+        """Everything after ``since``, or the latest messages (see ``recover_from``)."""
+        ...

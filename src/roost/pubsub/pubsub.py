@@ -9,6 +9,7 @@ from typing import Any
 from ..protocol import Encoded
 from .broker import Broker
 from .envelope import Envelope
+from .history import HistoryPolicy, Position, Recovery
 from .wire import Subscriber, WireKind
 
 log = logging.getLogger("roost.pubsub")
@@ -128,13 +129,28 @@ class PubSub:
 
     # -- broadcasting ----------------------------------------------------------------
     async def broadcast(
-        self, topic: str, event: str, payload: Any, *, exclude: Subscriber | None = None
+        self,
+        topic: str,
+        event: str,
+        payload: Any,
+        *,
+        exclude: Subscriber | None = None,
+        store: HistoryPolicy | None = None,
     ) -> int:
-        """Send to every subscriber of ``topic`` on every node (``exclude`` skipped)."""
+        """Send to every subscriber of ``topic`` on every node (``exclude`` skipped).
+
+        With ``store``, the message is first appended to the topic's history and gets an
+        offset (raises HistoryUnavailable if it cannot be stored: then nobody got it).
+        """
         encoded = Encoded.of(payload)
         env = Envelope(
             self.node, 0, topic, event, encoded, None if exclude is None else str(id(exclude))
         )
+        if store is not None:
+            stored = await self.broker.publish_stored(env, store)
+            if self.broker.delivers_stored:
+                return 0
+            return self.local_broadcast(topic, event, stored.payload, exclude=exclude)
         try:
             await self.broker.publish(env)
         except Exception:
@@ -153,11 +169,22 @@ class PubSub:
         self.delivered += sent
         return sent
 
+    async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
+        return await self.broker.history(topic, since, policy)
+
     def _deliver(self, env: Envelope) -> None:
-        """An envelope from another node: forward its bytes to local subscribers."""
+        """An envelope from the broker: forward its bytes to local subscribers.
+
+        Usually from another node; a broker that ``delivers_stored`` also hands back
+        this node's own stored broadcasts, so they arrive in offset order.
+        """
         subs = self._topics.get(env.topic)
-        if subs:
-            self.delivered += fastlane(subs, env.topic, env.event, env.payload)
+        if not subs:
+            return
+        exclude = None
+        if env.exclude is not None and env.node == self.node:
+            exclude = next((s for s in subs if str(id(s)) == env.exclude), None)
+        self.delivered += fastlane(subs, env.topic, env.event, env.payload, exclude)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -28,8 +28,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError
 
+from ...protocol import Encoded
 from ...pubsub import Deliver, Envelope
+from ...pubsub.history import (
+    HistoryPolicy,
+    HistoryUnavailable,
+    Position,
+    Recovery,
+    StoredMessage,
+    recover_from,
+    with_offset,
+)
 from . import codec
+from .history import PUBLISH_STORED, READ, parse_entries
 from .keys import Keys
 
 log = logging.getLogger("roost.redis")
@@ -69,13 +80,25 @@ class BrokerStats:
     missed: int = 0
     reconnects: int = 0
     probe_restarts: int = 0
+    offset_gaps: int = 0
+    filled: int = 0
+    unfillable: int = 0
+    duplicates: int = 0
     connected: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+# One queued command of the ordered publisher: a plain PUBLISH (channel, data) or a
+# stored publish (script keys and args, and the future awaiting its offset/epoch).
+_Plain = tuple[str, bytes]
+_Stored = tuple[list[str], list[Any], "asyncio.Future[tuple[int, str]]"]
+
+
 class RedisBroker:
+    delivers_stored = True  # stored broadcasts come back through the subscriber, in order
+
     def __init__(
         self,
         url: str,
@@ -117,7 +140,12 @@ class RedisBroker:
         self._sub: AbstractConnection | None = None
         self._seq: dict[str, int] = {}
         self._last_seen: dict[tuple[str, str], int] = {}
-        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queue: deque[_Plain | _Stored] = deque()
+        self._publish_stored = self._redis.register_script(PUBLISH_STORED)
+        self._read_script = self._redis.register_script(READ)
+        self._positions: dict[str, tuple[str, int]] = {}
+        self._filling: dict[str, list[Envelope]] = {}
+        self.drop_next = 0  # test hook: drop this many incoming stored messages
         self._queue_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -225,7 +253,7 @@ class RedisBroker:
         self._queue_event.set()
 
     async def _publisher(self) -> None:
-        """Send queued envelopes in order, everything queued in one pipelined round trip."""
+        """Send queued commands in order, everything queued in one pipelined round trip."""
         failures = 0
         while True:
             await self._queue_event.wait()
@@ -234,24 +262,107 @@ class RedisBroker:
                 batch = list(self._queue)
                 try:
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for channel, data in batch:
-                            pipe.publish(channel, data)
-                        await pipe.execute()
+                        for item in batch:
+                            if len(item) == 2:
+                                pipe.publish(item[0], item[1])
+                            else:
+                                await self._publish_stored(
+                                    keys=item[0], args=item[1], client=pipe
+                                )
+                        results = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as exc:
-                    # Redis is down: what was queued is lost for other nodes (local
-                    # delivery already happened). Count it and keep going.
+                    # Redis is down: plain broadcasts queued now are lost for other nodes
+                    # (local delivery already happened); stored ones fail to their caller.
                     failures += 1
-                    for _ in batch:
+                    for item in batch:
                         self._queue.popleft()
+                        if len(item) == 3 and not item[2].done():
+                            item[2].set_exception(HistoryUnavailable(str(exc)))
                     self.stats.publish_errors += len(batch)
                     if failures == 1 or failures % 100 == 0:
                         log.warning("redis publish failed (%d lost): %r", len(batch), exc)
                     await asyncio.sleep(BACKOFF[min(failures - 1, 2)])
                     continue
                 failures = 0
-                for _ in batch:
+                for item, result in zip(batch, results, strict=True):
                     self._queue.popleft()
+                    if len(item) == 3:
+                        fut = item[2]
+                        if fut.done():
+                            continue
+                        if isinstance(result, Exception):
+                            fut.set_exception(HistoryUnavailable(str(result)))
+                        else:
+                            fut.set_result((int(result[0]), _text(result[1])))
                 self.stats.published += len(batch)
+
+    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+        """Store in the topic's stream and publish, in one script; wait for its offset."""
+        payload = envelope.payload
+        if payload.binary:
+            raise ValueError("history stores JSON object payloads, not binary")
+        if len(self._queue) >= self.max_queue:
+            self.stats.dropped += 1
+            raise HistoryUnavailable("publish queue full")
+        topic = envelope.topic
+        channel = self.channel_for(topic)
+        seq = self._seq.get(channel, 0) + 1
+        self._seq[channel] = seq
+        fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        args: list[Any] = [
+            os.urandom(6).hex(),
+            channel,
+            self.node,
+            seq,
+            topic,
+            envelope.event,
+            payload.data,
+            envelope.exclude or "",
+            int(time.time() * 1000),
+            policy.max_len,
+            policy.max_age_ms,
+        ]
+        self._queue.append((keys, args, fut))
+        self._queue_event.set()
+        offset, epoch = await fut
+        return Envelope(
+            envelope.node,
+            seq,
+            topic,
+            envelope.event,
+            Encoded(with_offset(payload.data, offset)),
+            envelope.exclude,
+            offset,
+            epoch,
+        )
+
+    async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
+        now = int(time.time() * 1000)
+        try:
+            if since is not None:
+                current, window = await self._read_history(
+                    topic, since.offset, policy.max_len + 1, policy
+                )
+                recovery = recover_from(since, current, window, policy, now)
+                if recovery.recovered:
+                    return recovery
+            current, window = await self._read_history(topic, -1, policy.recent, policy)
+        except (RedisError, OSError) as exc:
+            raise HistoryUnavailable(str(exc)) from exc
+        return recover_from(None, current, window, policy, now)
+
+    async def _read_history(
+        self, topic: str, after: int, count: int, policy: HistoryPolicy
+    ) -> tuple[Position, list[StoredMessage]]:
+        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        epoch, top, entries = await self._read_script(
+            keys=keys, args=[os.urandom(6).hex(), policy.max_age_ms, after, count]
+        )
+        messages = parse_entries(entries)
+        if after < 0:
+            messages.reverse()
+        return Position(int(top), _text(epoch)), messages
 
     async def _flush(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -354,6 +465,14 @@ class RedisBroker:
             log.warning("dropped a message on %s that is not a roost envelope: %s", channel, exc)
             return
         env = wire.envelope
+        if env.offset is not None:
+            if self.drop_next and env.node != self.node:
+                self.drop_next -= 1
+                return
+            if env.node != self.node:
+                self.stats.received += 1
+            self._in_order(env)
+            return
         if env.node == self.node:
             return  # our own echo: delivered locally already
         self.stats.received += 1
@@ -367,6 +486,66 @@ class RedisBroker:
                 "gap from node=%s channel=%s: %d message(s) missed", env.node, key[1], missed
             )
         self._last_seen[key] = env.seq
+        if self._deliver is not None:
+            self._deliver(env)
+
+    # -- stored broadcasts: in offset order, gaps filled from the stream -------------------
+    def _in_order(self, env: Envelope) -> None:
+        topic = env.topic
+        pending = self._filling.get(topic)
+        if pending is not None:
+            pending.append(env)
+            return
+        assert env.offset is not None and env.epoch is not None
+        pos = self._positions.get(topic)
+        if pos is None or pos[0] != env.epoch or env.offset == pos[1] + 1:
+            self._positions[topic] = (env.epoch, env.offset)
+            self._emit(env)
+        elif env.offset <= pos[1]:
+            self.stats.duplicates += 1
+        else:
+            self.stats.offset_gaps += 1
+            log.warning(
+                "offset gap on %s: have %d, got %d; filling from the stream",
+                topic,
+                pos[1],
+                env.offset,
+            )
+            self._filling[topic] = [env]
+            task = asyncio.get_running_loop().create_task(self._fill(topic, env.epoch, pos[1]))
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks_done)
+
+    def _tasks_done(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+
+    async def _fill(self, topic: str, epoch: str, last: int) -> None:
+        pending = self._filling[topic]
+        target = pending[0].offset or 0
+        try:
+            entries = await self._redis.xrange(
+                self.keys.history_stream(topic), min=f"({last}-0", max=f"({target}-0"
+            )
+            for m in parse_entries(list(entries or [])):
+                if m.offset <= last:
+                    continue
+                self.stats.filled += 1
+                last = m.offset
+                self._emit(
+                    Envelope("", 0, topic, m.event, Encoded(m.payload), None, m.offset, epoch)
+                )
+        except (RedisError, OSError) as exc:
+            log.warning("could not fill the gap on %s: %r", topic, exc)
+        if last < target - 1:
+            self.stats.unfillable += target - 1 - last
+            log.warning("%d message(s) on %s are gone from the stream", target - 1 - last, topic)
+        self._positions[topic] = (epoch, target - 1)
+        queued = self._filling.pop(topic, [])
+        for env in queued:
+            self._in_order(env)
+
+    def _emit(self, env: Envelope) -> None:
         if self._deliver is not None:
             self._deliver(env)
 
@@ -397,6 +576,10 @@ class RedisBroker:
         """Test hook: unsubscribe everything behind the broker's back."""
         if self._sub is not None:
             await self._sub.send_command("UNSUBSCRIBE")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _safe(url: str) -> str:

@@ -3,6 +3,9 @@
 Wire layout (a msgpack array, version 1):
 
     [1, node, seq, topic, event, payload, binary, exclude, ts_ms]
+    [2, node, seq, topic, event, payload, binary, exclude, ts_ms, offset, epoch]
+
+Version 2 is a broadcast kept in history, packed by the history Lua script.
 
 ``payload`` is the JSON (or raw binary) bytes exactly as subscribers will receive
 them, so a receiving node forwards them without parsing. ``seq`` is the origin
@@ -14,6 +17,7 @@ jump has missed messages. ``ts_ms`` is the origin's wall clock, for delivery lag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -21,6 +25,7 @@ from ...protocol import Encoded
 from ...pubsub import Envelope
 
 VERSION = 1
+STORED = 2  # written by the history Lua script: the 9 fields, then offset and epoch
 _packb = msgpack.packb
 _unpackb = msgpack.unpackb
 
@@ -62,11 +67,21 @@ def decode(data: bytes) -> Wire:
         raise EnvelopeError(f"not msgpack: {exc}") from None
     if not isinstance(fields, list) or not fields:
         raise EnvelopeError("envelope is not a msgpack array")
-    if fields[0] != VERSION:
-        raise EnvelopeError(f"unknown envelope version {fields[0]!r}")
-    if len(fields) != 9:
+    offset: Any = None
+    epoch: Any = None
+    if fields[0] == VERSION and len(fields) == 9:
+        _, node, seq, topic, event, payload, binary, exclude, ts_ms = fields
+    elif fields[0] == STORED and len(fields) == 11:
+        _, node, seq, topic, event, payload, binary, exclude, ts_ms, offset, epoch = fields
+        if isinstance(payload, str):  # Lua's cmsgpack packs strings as str
+            payload = payload.encode()
+        exclude = exclude or None
+        if not isinstance(offset, int) or not isinstance(epoch, str):
+            raise EnvelopeError("stored envelope without offset/epoch")
+    elif fields[0] in (VERSION, STORED):
         raise EnvelopeError("envelope has the wrong number of fields")
-    _, node, seq, topic, event, payload, binary, exclude, ts_ms = fields
+    else:
+        raise EnvelopeError(f"unknown envelope version {fields[0]!r}")
     if not (
         isinstance(node, str)
         and isinstance(seq, int)
@@ -78,4 +93,5 @@ def decode(data: bytes) -> Wire:
         and isinstance(ts_ms, int)
     ):
         raise EnvelopeError("envelope field of the wrong type")
-    return Wire(Envelope(node, seq, topic, event, Encoded(payload, binary), exclude), ts_ms)
+    env = Envelope(node, seq, topic, event, Encoded(payload, binary), exclude, offset, epoch)
+    return Wire(env, ts_ms)

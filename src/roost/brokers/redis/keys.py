@@ -33,6 +33,12 @@ class Keys:
             return channel[len(head) : -1]
         return None
 
+    def history_stream(self, topic: str) -> str:
+        return f"{self.base}:h:{{{topic}}}"
+
+    def history_meta(self, topic: str) -> str:
+        return f"{self.base}:m:{{{topic}}}"
+
     def probe_channel(self, node: str) -> str:
         return f"{self.base}:probe:{node}"
 

@@ -1,0 +1,76 @@
+"""History in Redis: a stream and a meta hash per topic, written by one Lua script.
+
+    hash   <prefix>:<app>:m:{topic}   epoch, offset
+    stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms)
+
+``PUBLISH_STORED`` bumps the offset, splices it into the payload, XADDs (capped by
+count), refreshes both keys' TTL (the age cap) and PUBLISHes the envelope — in one
+script, so the offset a client sees always matches the stream. The ``{topic}`` hash
+tag keeps a topic's keys (and its sharded channel) in one Cluster slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...pubsub.history import StoredMessage
+
+PUBLISH_STORED = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local p = ARGV[7]
+if p == '{}' then
+  p = '{"offset":' .. off .. '}'
+else
+  p = string.sub(p, 1, -2) .. ',"offset":' .. off .. '}'
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[10], off .. '-0', 'e', ARGV[6], 'p', p, 't', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[11])
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
+local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, false,
+                           ARGV[8], tonumber(ARGV[9]), off, epoch})
+redis.call('PUBLISH', ARGV[2], env)
+return {off, epoch}
+"""
+
+# Current position (creating the meta with a fresh epoch if the topic has none) and
+# the stored entries: after ARGV[3] when it is >= 0, else the newest ARGV[4].
+READ = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local entries
+if tonumber(ARGV[3]) >= 0 then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+end
+return {epoch, top, entries}
+"""
+
+
+def parse_entries(entries: list[Any]) -> list[StoredMessage]:
+    """Stream entries → StoredMessages, in the given order.
+
+    Accepts raw replies (``[id, [field, value, ...]]``, from a script) and redis-py's
+    parsed XRANGE (``(id, {field: value})``).
+    """
+    out = []
+    for entry_id, fields in entries:
+        offset = int(entry_id.split(b"-", 1)[0])
+        if isinstance(fields, dict):
+            values = fields
+        else:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+        out.append(
+            StoredMessage(offset, values[b"e"].decode(), bytes(values[b"p"]), int(values[b"t"]))
+        )
+    return out
