@@ -97,6 +97,14 @@ class Channel:
             self.topic, event, payload, exclude=self, store=self._store(event)
         )
 
+    async def track(self, key: str, meta: dict[str, Any]) -> str:
+        """Track this client's presence in the topic under ``key`` (see Presence)."""
+        presence = self.socket.endpoint.presence
+        if presence is None:
+            raise RuntimeError("this endpoint has no presence")
+        await presence.push_state(self)
+        return await presence.track(self, key, meta)
+
     async def history(self, since: Position | None = None) -> Recovery:
         """The topic's history after ``since`` (or its latest messages)."""
         endpoint = self.socket.endpoint

@@ -11,6 +11,7 @@ from ..pubsub import HistoryPolicy, PubSub
 from .router import Router
 
 if TYPE_CHECKING:
+    from .presence import Presence
     from .socket import Socket
 
 ConnectResult = dict[str, Any] | None | bool
@@ -42,11 +43,22 @@ class Endpoint:
     connect: ConnectHook = _accept_all
     limits: Limits = field(default_factory=Limits)
     history: HistoryPolicy = field(default_factory=HistoryPolicy)
+    presence: Presence | None = None
     sockets: set[Socket] = field(default_factory=set)
 
     @property
     def node(self) -> str:
         return self.pubsub.node
+
+    async def start(self) -> None:
+        await self.pubsub.start()
+        if self.presence is not None:
+            await self.presence.start()
+
+    async def stop(self) -> None:
+        if self.presence is not None:
+            await self.presence.stop()
+        await self.pubsub.stop()
 
     async def authorize(
         self, params: dict[str, str], info: dict[str, Any]

@@ -192,6 +192,12 @@ class Socket:
                 await channel.terminate(reason)
             except Exception:
                 log.exception("terminate crashed topic=%s", channel.topic)
+            presence = self.endpoint.presence
+            if presence is not None:
+                try:
+                    await presence.untrack(channel)
+                except Exception:
+                    log.warning("presence untrack failed topic=%s", channel.topic, exc_info=True)
 
     def _unsubscribe(self, channel: Channel) -> None:
         if channel.subscribed:

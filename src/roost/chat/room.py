@@ -48,7 +48,10 @@ class RoomChannel(Channel):
         return join_reply(recovery, self.node)
 
     async def after_join(self) -> None:
-        await self.broadcast("user:entered", {"user": self.user or "anonymous"})
+        name = self.user or "anonymous"
+        await self.broadcast("user:entered", {"user": name})
+        if self.socket.endpoint.presence is not None:
+            await self.track(name, {"online_at": str(int(time.time() * 1000)), "node": self.node})
 
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
         if event != "new:msg":

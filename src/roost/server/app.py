@@ -52,9 +52,9 @@ def build_app(endpoint: Endpoint, *, mount: str = "/socket") -> web.Application:
     app.router.add_static("/static/", STATIC, show_index=False)
 
     async def pubsub_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await endpoint.pubsub.start()
+        await endpoint.start()
         yield
-        await endpoint.pubsub.stop()
+        await endpoint.stop()
 
     async def close_sockets(app: web.Application) -> None:
         for socket in list(endpoint.sockets):

@@ -266,9 +266,7 @@ class RedisBroker:
                             if len(item) == 2:
                                 pipe.publish(item[0], item[1])
                             else:
-                                await self._publish_stored(
-                                    keys=item[0], args=item[1], client=pipe
-                                )
+                                await self._publish_stored(keys=item[0], args=item[1], client=pipe)
                         results = await pipe.execute(raise_on_error=False)
                 except (RedisError, OSError) as exc:
                     # Redis is down: plain broadcasts queued now are lost for other nodes

@@ -1,0 +1,139 @@
+"""Presence, Phoenix-compatible: who is in a topic, across every node.
+
+    await presence.track(channel, "al", {"online_at": "..."})   # → a unique phx_ref
+    await presence.update(channel, "al", {"status": "away"})
+    await presence.untrack(channel, "al")
+    await presence.list("rooms:lobby")    # {"al": {"metas": [{..., "phx_ref": ...}]}}
+
+Changes go to the topic as ``presence_diff`` ``{"joins": {...}, "leaves": {...}}``
+broadcasts, the shape phoenix.js ``Presence.syncDiff`` expects; a joiner is pushed
+``presence_state``. Entries live in a store: in memory for one node, in Redis for
+many (entries refreshed by their node; a dead node's entries expire and exactly one
+survivor removes them and broadcasts the leaves). A channel's entries are untracked
+when it ends.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..pubsub import PubSub
+from ..pubsub.presence import (
+    Changed,
+    Entry,
+    MemoryPresenceStore,
+    PresenceStore,
+    group,
+    new_ref,
+)
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = logging.getLogger("roost.presence")
+
+DIFF = "presence_diff"
+STATE = "presence_state"
+
+
+class Presence:
+    def __init__(self, pubsub: PubSub, store: PresenceStore | None = None) -> None:
+        self.pubsub = pubsub
+        self.store: PresenceStore = store or MemoryPresenceStore()
+        # channel → {key: [ref, ...]} for what this node tracked
+        self._tracked: dict[Channel, dict[str, list[str]]] = {}
+
+    async def start(self) -> None:
+        await self.store.start(self.pubsub.node, self._changed)
+
+    async def stop(self) -> None:
+        """Leave everything this node still tracks (a clean shutdown), then stop."""
+        for channel in list(self._tracked):
+            with contextlib.suppress(Exception):
+                await self.untrack(channel)
+        await self.store.stop()
+
+    @property
+    def entries(self) -> int:
+        return sum(len(refs) for keys in self._tracked.values() for refs in keys.values())
+
+    async def track(self, channel: Channel, key: str, meta: dict[str, Any]) -> str:
+        ref = new_ref()
+        entry = Entry(ref, key, {**meta, "phx_ref": ref})
+        self._tracked.setdefault(channel, {}).setdefault(key, []).append(ref)
+        try:
+            await self.store.add(channel.topic, entry)
+        except Exception:
+            log.warning("presence store unavailable; %s on %s tracked later", key, channel.topic)
+            return ref
+        await self._diff(channel.topic, joins=[entry])
+        return ref
+
+    async def update(self, channel: Channel, key: str, meta: dict[str, Any]) -> str | None:
+        """Replace the key's meta on this channel: a new phx_ref, one diff (join + leave)."""
+        refs = self._tracked.get(channel, {}).get(key)
+        if not refs:
+            return None
+        old = refs[-1]
+        ref = new_ref()
+        entry = Entry(ref, key, {**meta, "phx_ref": ref, "phx_ref_prev": old})
+        await self.store.add(channel.topic, entry)
+        refs[-1] = ref
+        removed = await self.store.remove(channel.topic, [old])
+        await self._diff(channel.topic, joins=[entry], leaves=removed)
+        return ref
+
+    async def untrack(self, channel: Channel, key: str | None = None) -> None:
+        tracked = self._tracked.get(channel)
+        if not tracked:
+            return
+        keys = [key] if key is not None else list(tracked)
+        refs = [ref for k in keys for ref in tracked.pop(k, [])]
+        if not tracked:
+            del self._tracked[channel]
+        if refs:
+            try:
+                removed = await self.store.remove(channel.topic, refs)
+            except Exception:  # its entries expire and are swept by a node
+                log.warning(
+                    "presence store unavailable; untrack on %s left to expiry", channel.topic
+                )
+                return
+            await self._diff(channel.topic, leaves=removed)
+
+    async def list(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        return group(await self.store.list(topic))
+
+    async def push_state(self, channel: Channel) -> None:
+        try:
+            state = await self.list(channel.topic)
+        except Exception:
+            log.warning("presence store unavailable; empty state sent on %s", channel.topic)
+            state = {}
+        channel.push(STATE, state)
+
+    async def _changed(
+        self, topic: str, joins: builtins.list[Entry], leaves: builtins.list[Entry]
+    ) -> None:
+        """The store changed entries itself (a dead node's swept): tell the room."""
+        await self._diff(topic, joins=joins, leaves=leaves)
+
+    async def _diff(
+        self,
+        topic: str,
+        joins: builtins.list[Entry] | None = None,
+        leaves: builtins.list[Entry] | None = None,
+    ) -> None:
+        if not joins and not leaves:
+            return
+        payload = {"joins": group(joins or []), "leaves": group(leaves or [])}
+        try:
+            await self.pubsub.broadcast(topic, DIFF, payload)
+        except Exception:
+            log.warning("presence diff for %s not broadcast", topic, exc_info=True)
+
+
+__all__ = ["Changed", "Entry", "MemoryPresenceStore", "Presence", "PresenceStore", "group"]
