@@ -91,6 +91,27 @@ def main() -> None:
 )
 @click.option("--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
 @click.option(
+    "--history-size",
+    envvar="ROOST_HISTORY_SIZE",
+    default=100,
+    show_default=True,
+    help="Messages kept per room for late joiners and recovery.",
+)
+@click.option(
+    "--history-ttl",
+    envvar="ROOST_HISTORY_TTL",
+    default=86400.0,
+    show_default=True,
+    help="Seconds a message stays in history.",
+)
+@click.option(
+    "--presence-timeout",
+    envvar="ROOST_PRESENCE_TIMEOUT",
+    default=30.0,
+    show_default=True,
+    help="Seconds after which the users of a node that died are shown as gone.",
+)
+@click.option(
     "--probe-interval",
     envvar="ROOST_PROBE_INTERVAL",
     default=5.0,
@@ -118,13 +139,16 @@ def serve(
     app_name: str,
     redis_prefix: str,
     probe_interval: float,
+    history_size: int,
+    history_ttl: float,
+    presence_timeout: float,
     echo: bool,
     bench: bool,
 ) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
 
     from .chat import create_endpoint
-    from .pubsub import Broker
+    from .pubsub import Broker, HistoryPolicy
     from .server import build_app
     from .server.logs import setup_logging
 
@@ -142,7 +166,14 @@ def serve(
             keys=Keys(redis_prefix, app_name),
             probe_interval=probe_interval,
         )
-    endpoint = create_endpoint(node, broker, echo=echo, limits=limits)
+    endpoint = create_endpoint(
+        node,
+        broker,
+        echo=echo,
+        limits=limits,
+        history=HistoryPolicy(max_len=history_size, max_age=history_ttl),
+        presence_timeout=presence_timeout,
+    )
     if bench:
         from .bench.channel import BenchChannel
 
@@ -290,3 +321,147 @@ def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     (path / "fanout.json").write_text(json.dumps(rows, indent=2))
+
+
+@bench.command("crossnode")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option(
+    "--rates",
+    default="1000,5000,20000",
+    show_default=True,
+    help="Publish rates (msg/s), comma list.",
+)
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per rate.")
+@click.option("--subscribers", default=100, show_default=True, help="Counting clients on n2.")
+@click.option(
+    "--saturation-messages",
+    default=10_000,
+    show_default=True,
+    help="Unpaced broadcasts for the saturation run (5x as many for bare Redis).",
+)
+@click.option(
+    "--pubsub-mode", type=click.Choice(["topic", "global"]), default="topic", show_default=True
+)
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_crossnode(
+    redis_url: str | None,
+    rates: str,
+    duration: float,
+    subscribers: int,
+    saturation_messages: int,
+    pubsub_mode: str,
+    timeout: float,
+    out: str,
+) -> None:
+    """Two nodes on Redis: latency and deliveries/s n1 -> n2 beside bare redis-py."""
+    import json
+    from pathlib import Path
+
+    from .bench import crossnode
+
+    use_uvloop()
+    path = Path(out)
+    cfg = crossnode.Config(
+        rates=[int(r) for r in rates.split(",") if r.strip()],
+        duration=duration,
+        subscribers=subscribers,
+        saturation=saturation_messages,
+        redis_url=redis_url,
+        mode=pubsub_mode,
+        out=path,
+    )
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        result = crossnode.run(cfg, timeout, say)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything started was stopped", err=True)
+        sys.exit(130)
+    except TimeoutError:
+        click.echo(f"timed out after {timeout:g} s; everything started was stopped", err=True)
+        sys.exit(1)
+    for line in crossnode.table(result):
+        click.echo(line)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "crossnode.json").write_text(json.dumps(result.as_dict(), indent=2))
+    if crossnode.plot(result, path / "crossnode.png"):
+        click.echo(f"wrote {path / 'crossnode.json'} and {path / 'crossnode.png'}")
+    else:
+        click.echo(
+            f"wrote {path / 'crossnode.json'}; no plot: matplotlib is missing "
+            "(pip install 'roost[bench]')"
+        )
+
+
+@main.command("inspect")
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="ROOST_REDIS_URL",
+    default="redis://127.0.0.1:6379",
+    show_default=True,
+    help="Redis URL the nodes use.",
+)
+@click.option("--app", "app_name", envvar="ROOST_APP", default="chat", show_default=True)
+@click.option("--prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
+@click.option("--topic", default=None, help="Only topics matching this pattern (e.g. 'rooms:*').")
+@click.option("--event", default=None, help="Only events matching this pattern (e.g. 'new:*').")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for machines.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after N broadcasts.")
+@click.option(
+    "--max-payload",
+    type=click.IntRange(min=0),
+    default=400,
+    show_default=True,
+    help="Cut longer payloads in the human format (0: never).",
+)
+def inspect_command(
+    redis_url: str,
+    app_name: str,
+    prefix: str,
+    topic: str | None,
+    event: str | None,
+    as_json: bool,
+    count: int | None,
+    max_payload: int,
+) -> None:
+    """Print every broadcast crossing Redis, decoded: time, node, seq, topic, event, payload.
+
+    Listens to both pubsub modes at once (the global channel and every topic channel).
+    """
+    from .brokers.redis import Keys
+    from .inspect import Options, run
+
+    opts = Options(redis_url, Keys(prefix, app_name), topic, event, as_json, count, max_payload)
+    sys.exit(run(opts))
+
+
+@main.command("cluster")
+@click.option("--nodes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option("--base-port", type=int, default=4000, show_default=True, help="Port of n1.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the nodes.")
+@click.option(
+    "--pubsub-mode", type=click.Choice(["topic", "global"]), default="topic", show_default=True
+)
+@click.argument("serve_args", nargs=-1, type=click.UNPROCESSED)
+def cluster_command(
+    nodes: int,
+    redis_url: str | None,
+    base_port: int,
+    host: str,
+    pubsub_mode: str,
+    serve_args: tuple[str, ...],
+) -> None:
+    """Start N nodes n1..nN on consecutive ports, sharing one Redis; Ctrl-C stops all.
+
+    Without --redis a private redis-server (no persistence) is started on a free port.
+    Arguments after -- go to every `roost serve` (e.g. -- --echo).
+    """
+    from .cluster import Cluster
+
+    cluster = Cluster(nodes, redis_url, base_port, host, pubsub_mode, serve_args)
+    sys.exit(cluster.run())
