@@ -100,19 +100,8 @@ async def test_leave_untracks(local_server: Any) -> None:
 
 @pytest.fixture
 def three_nodes(redis_server: RedisProcess, tmp_path: Path) -> Any:
-    servers = [
-        start_server(
-            "--redis",
-            redis_server.url,
-            "--presence-timeout",
-            "3",
-            "--probe-interval",
-            "0.5",
-            node=f"p{i}",
-            log_dir=tmp_path,
-        )  # fmt: skip
-        for i in (1, 2, 3)
-    ]
+    args = ["--redis", redis_server.url, "--presence-timeout", "3", "--probe-interval", "0.5"]
+    servers = [start_server(*args, node=f"p{i}", log_dir=tmp_path) for i in (1, 2, 3)]
     yield servers
     for s in servers:
         s.stop(signal.SIGKILL)
