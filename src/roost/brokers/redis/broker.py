@@ -463,17 +463,19 @@ class RedisBroker:
             log.warning("dropped a message on %s that is not a roost envelope: %s", channel, exc)
             return
         env = wire.envelope
-        if env.offset is not None:
-            if self.drop_next and env.node != self.node:
-                self.drop_next -= 1
-                return
-            if env.node != self.node:
-                self.stats.received += 1
-            self._in_order(env)
+        if self.drop_next and env.offset is not None and env.node != self.node:
+            self.drop_next -= 1
             return
-        if env.node == self.node:
-            return  # our own echo: delivered locally already
-        self.stats.received += 1
+        if env.node != self.node:
+            self.stats.received += 1
+            self._count_gap(env, channel)
+        if env.offset is not None:
+            self._in_order(env)
+        elif env.node != self.node:  # our own plain echo was delivered locally already
+            self._emit(env)
+
+    def _count_gap(self, env: Envelope, channel: bytes) -> None:
+        """Per origin and channel, sequence numbers come one by one; count any jump."""
         key = (env.node, channel.decode())
         last = self._last_seen.get(key)
         if last is not None and env.seq > last + 1:
@@ -484,8 +486,6 @@ class RedisBroker:
                 "gap from node=%s channel=%s: %d message(s) missed", env.node, key[1], missed
             )
         self._last_seen[key] = env.seq
-        if self._deliver is not None:
-            self._deliver(env)
 
     # -- stored broadcasts: in offset order, gaps filled from the stream -------------------
     def _in_order(self, env: Envelope) -> None:
