@@ -51,7 +51,7 @@ async def test_payload_user_used_only_when_none_bound(local_server: Any) -> None
 
 
 async def test_messages_arrive_in_order(local_server: Any) -> None:
-    server = await local_server()
+    server = await local_server(msg_rate=0)
     async with Client(server.ws_url) as a, Client(server.ws_url) as b:
         got: list[str] = []
         rb = b.channel("rooms:order")

@@ -30,7 +30,7 @@ def make_endpoint(kind: str, node: str, redis: RedisProcess | None, policy: Hist
     if kind == "redis":
         assert redis is not None
         broker = RedisBroker(redis.url, probe_interval=0.5)
-    endpoint = create_endpoint(node, broker, limits=Limits())
+    endpoint = create_endpoint(node, broker, limits=Limits(msg_rate=0))
     endpoint.history = policy
     return endpoint
 

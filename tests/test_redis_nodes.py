@@ -34,7 +34,7 @@ def cluster(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Any]:
         for _ in range(count):
             name = f"n{len(started) + 1}"
             args = ["--redis", redis_server.url, "--pubsub-mode", mode, "--echo"]
-            args += ["--probe-interval", "0.5", *extra]
+            args += ["--probe-interval", "0.5", "--msg-rate", "0", *extra]
             started.append(start_server(*args, node=name, log_dir=tmp_path))
         return started[-count:]
 

@@ -91,6 +91,43 @@ def main() -> None:
 )
 @click.option("--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
 @click.option(
+    "--max-channels",
+    envvar="ROOST_MAX_CHANNELS",
+    default=100,
+    show_default=True,
+    help="Channels one socket may join.",
+)
+@click.option(
+    "--max-buffer",
+    envvar="ROOST_MAX_BUFFER",
+    default=1024 * 1024,
+    show_default=True,
+    help="Unsent bytes to one client before it is disconnected (1013).",
+)
+@click.option(
+    "--msg-rate",
+    envvar="ROOST_MSG_RATE",
+    default=50.0,
+    show_default=True,
+    help="Pushes per second per socket (0: unlimited).",
+)
+@click.option("--msg-burst", envvar="ROOST_MSG_BURST", default=100.0, show_default=True)
+@click.option(
+    "--join-rate",
+    envvar="ROOST_JOIN_RATE",
+    default=10.0,
+    show_default=True,
+    help="Joins per second per socket (0: unlimited).",
+)
+@click.option("--join-burst", envvar="ROOST_JOIN_BURST", default=100.0, show_default=True)
+@click.option(
+    "--max-connections",
+    envvar="ROOST_MAX_CONNECTIONS",
+    default=25_000,
+    show_default=True,
+    help="Sockets per node; beyond: HTTP 503.",
+)
+@click.option(
     "--history-size",
     envvar="ROOST_HISTORY_SIZE",
     default=100,
@@ -139,6 +176,13 @@ def serve(
     app_name: str,
     redis_prefix: str,
     probe_interval: float,
+    max_channels: int,
+    max_buffer: int,
+    msg_rate: float,
+    msg_burst: float,
+    join_rate: float,
+    join_burst: float,
+    max_connections: int,
     history_size: int,
     history_ttl: float,
     presence_timeout: float,
@@ -155,7 +199,17 @@ def serve(
     node = node or default_node()
     setup_logging(node, log_format, log_level)
     uv = use_uvloop()
-    limits = Limits(max_frame=max_frame, idle_timeout=idle_timeout)
+    limits = Limits(
+        max_frame=max_frame,
+        idle_timeout=idle_timeout,
+        max_channels=max_channels,
+        max_buffer=max_buffer,
+        msg_rate=msg_rate,
+        msg_burst=msg_burst,
+        join_rate=join_rate,
+        join_burst=join_burst,
+        max_connections=max_connections,
+    )
     broker: Broker | None = None
     if redis_url:
         from .brokers.redis import Keys, RedisBroker
@@ -333,6 +387,7 @@ def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
 )
 @click.option("--duration", default=3.0, show_default=True, help="Seconds per rate.")
 @click.option("--subscribers", default=100, show_default=True, help="Counting clients on n2.")
+@click.option("--rounds", default=3, show_default=True, help="Rounds per rate (median shown).")
 @click.option(
     "--saturation-messages",
     default=10_000,
@@ -349,6 +404,7 @@ def bench_crossnode(
     rates: str,
     duration: float,
     subscribers: int,
+    rounds: int,
     saturation_messages: int,
     pubsub_mode: str,
     timeout: float,
@@ -366,6 +422,7 @@ def bench_crossnode(
         rates=[int(r) for r in rates.split(",") if r.strip()],
         duration=duration,
         subscribers=subscribers,
+        rounds=rounds,
         saturation=saturation_messages,
         redis_url=redis_url,
         mode=pubsub_mode,

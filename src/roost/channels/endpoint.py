@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..pubsub import HistoryPolicy, PubSub
+from ..security.origin import OriginPolicy
 from .router import Router
 
 if TYPE_CHECKING:
@@ -20,10 +21,26 @@ ConnectHook = Callable[[dict[str, str], dict[str, Any]], ConnectResult | Awaitab
 
 @dataclass
 class Limits:
-    max_channels: int = 100
-    max_frame: int = 64 * 1024
-    idle_timeout: float = 60.0
-    max_buffer: int = 4 * 1024 * 1024
+    """Per-socket and per-node limits; every one is answered clearly (README: Security)."""
+
+    max_channels: int = 100  # joins beyond: error "too many channels joined"
+    max_frame: int = 64 * 1024  # bigger frames: close 1009
+    idle_timeout: float = 60.0  # nothing received for this long: close 1001
+    max_buffer: int = 1024 * 1024  # unsent bytes to a slow client: past it, close 1013
+    msg_rate: float = 50.0  # pushes per second (0: unlimited); excess: "rate limited"
+    msg_burst: float = 100.0
+    join_rate: float = 10.0  # joins per second; excess: "rate limited"
+    join_burst: float = 100.0
+    abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
+    max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
+
+
+class ConnectRefused(Exception):
+    """Raise from a connect hook to refuse with HTTP 403 and this reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _accept_all(params: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +52,8 @@ class Endpoint:
     """The application as the sockets see it.
 
     ``connect(params, info)`` sees the query parameters and connection info; it
-    returns the socket's assigns (a dict), or None/False to refuse with HTTP 403.
+    returns the socket's assigns (a dict), or None/False — or raises ConnectRefused —
+    to refuse with HTTP 403.
     """
 
     router: Router
@@ -44,6 +62,8 @@ class Endpoint:
     limits: Limits = field(default_factory=Limits)
     history: HistoryPolicy = field(default_factory=HistoryPolicy)
     presence: Presence | None = None
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
+    settings: dict[str, Any] = field(default_factory=dict)  # the application's own
     sockets: set[Socket] = field(default_factory=set)
 
     @property

@@ -24,6 +24,7 @@ from ..protocol import (
     ProtocolError,
 )
 from ..pubsub import Wire
+from ..security.ratelimit import TokenBucket
 from .channel import Channel
 from .endpoint import Endpoint
 from .reply import JoinError, Reply
@@ -41,16 +42,25 @@ CLOSE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
 
 UNMATCHED = Encoded.of({"reason": "unmatched topic"})
+RATE_LIMITED = Encoded.of({"reason": "rate limited"})
 TOO_MANY = Encoded.of({"reason": "too many channels joined"})
 JOIN_CRASHED = Encoded.of({"reason": "join crashed"})
 
 
-class InvalidFrame(Exception):
-    """A frame that cannot be answered (no topic/ref known): the transport closes 1007."""
+class CloseSocket(Exception):
+    """The socket must be closed with this code (the transport does it)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class InvalidFrame(CloseSocket):
+    """A frame that cannot be answered (no topic/ref known): close 1007."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+        super().__init__(CLOSE_INVALID, reason)
 
 
 class Socket:
@@ -61,6 +71,11 @@ class Socket:
         self.assigns = assigns
         self.channels: dict[str, Channel] = {}
         self.closed = False
+        limits = endpoint.limits
+        self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst)
+        self._joins = TokenBucket(limits.join_rate, limits.join_burst)
+        self._limited = 0
+        self.rate_limited = 0
 
     # -- output ------------------------------------------------------------------------
     def send(self, frame: Frame | None) -> None:
@@ -108,6 +123,14 @@ class Socket:
         if event == HEARTBEAT and topic == PHOENIX_TOPIC:
             self._reply(None, msg.ref, topic, "ok", EMPTY)
             return
+        if not (self._joins if event == PHX_JOIN else self._pushes).take():
+            self.rate_limited += 1
+            self._limited += 1
+            if self._limited >= self.endpoint.limits.abuse_limit:
+                raise CloseSocket(CLOSE_POLICY, "rate limit abuse")
+            self._reply(msg.join_ref, msg.ref, topic, "error", RATE_LIMITED)
+            return
+        self._limited = 0
         if event == PHX_JOIN:
             await self._join(msg)
             return

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..channels import Endpoint, InvalidFrame, Socket
-from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_INVALID, CLOSE_TOO_BIG
+from ..channels import CloseSocket, ConnectRefused, Endpoint, Socket
+from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
 from ..protocol import BINARY, TEXT, ProtocolError, for_vsn
 from .wswire import WS_KINDS, WsWire
 
@@ -38,6 +38,11 @@ def subprotocol_token(header: str) -> tuple[str | None, bool]:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     endpoint = request.app[ENDPOINT_KEY]
+    if not endpoint.origins.allows(request.headers.get("Origin"), request.host, request.secure):
+        log.info("refused origin=%s host=%s", request.headers.get("Origin"), request.host)
+        return web.Response(status=403, text="origin not allowed\n")
+    if len(endpoint.sockets) >= endpoint.limits.max_connections:
+        return web.Response(status=503, text="too many connections\n", headers={"Retry-After": "5"})
     try:
         serializer = for_vsn(request.query.get("vsn"))
     except ProtocolError as exc:
@@ -50,7 +55,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         "auth_token": token,
         "transport": "websocket",
     }
-    assigns = await endpoint.authorize(params, info)
+    try:
+        assigns = await endpoint.authorize(params, info)
+    except ConnectRefused as refused:
+        return web.Response(status=403, text=refused.reason + "\n")
     if assigns is None:
         return web.Response(status=403, text="connection refused\n")
 
@@ -98,9 +106,9 @@ async def _serve(
             return
         try:
             await socket.handle(opcode, data)
-        except InvalidFrame as exc:
-            log.info("invalid frame, closing: %s", exc.reason)
-            wire.close(CLOSE_INVALID, exc.reason[:100])
+        except CloseSocket as exc:
+            log.info("closing socket code=%d: %s", exc.code, exc.reason)
+            wire.close(exc.code, exc.reason[:100])
             return
         except Exception:
             log.exception("socket handler failed")

@@ -1,0 +1,1 @@
+"""Security pieces: signed tokens, Origin checks, rate limits."""
