@@ -127,6 +127,33 @@ def main() -> None:
     show_default=True,
     help="Sockets per node; beyond: HTTP 503.",
 )
+@click.option("--secret", envvar="ROOST_SECRET", default="", help="Signs and verifies tokens.")
+@click.option(
+    "--require-token",
+    is_flag=True,
+    envvar="ROOST_REQUIRE_TOKEN",
+    help="Refuse sockets without a valid token (HTTP 403).",
+)
+@click.option(
+    "--rooms",
+    envvar="ROOST_ROOMS",
+    default="",
+    help="Comma list of the only rooms that may be joined (default: any).",
+)
+@click.option(
+    "--private-rooms",
+    envvar="ROOST_PRIVATE_ROOMS",
+    default="",
+    help="Comma list of room name patterns only users whose token lists them may join.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    envvar="ROOST_ALLOWED_ORIGINS",
+    help="Extra allowed Origin (scheme://host[:port], *.example.com, or * for any); "
+    "repeatable. The request's own host is always allowed.",
+)
 @click.option(
     "--history-size",
     envvar="ROOST_HISTORY_SIZE",
@@ -176,6 +203,11 @@ def serve(
     app_name: str,
     redis_prefix: str,
     probe_interval: float,
+    secret: str,
+    require_token: bool,
+    rooms: str,
+    private_rooms: str,
+    allowed_origins: tuple[str, ...],
     max_channels: int,
     max_buffer: int,
     msg_rate: float,
@@ -191,13 +223,16 @@ def serve(
 ) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
 
-    from .chat import create_endpoint
+    from .chat import ChatSettings, create_endpoint
     from .pubsub import Broker, HistoryPolicy
+    from .security.origin import OriginPolicy
     from .server import build_app
     from .server.logs import setup_logging
 
     node = node or default_node()
     setup_logging(node, log_format, log_level)
+    if require_token and not secret:
+        raise click.UsageError("--require-token needs a secret (--secret or ROOST_SECRET)")
     uv = use_uvloop()
     limits = Limits(
         max_frame=max_frame,
@@ -227,6 +262,13 @@ def serve(
         limits=limits,
         history=HistoryPolicy(max_len=history_size, max_age=history_ttl),
         presence_timeout=presence_timeout,
+        settings=ChatSettings(
+            secret=secret,
+            require_token=require_token,
+            rooms=frozenset(_split(rooms)) if rooms else None,
+            private=tuple(_split(private_rooms)),
+        ),
+        origins=OriginPolicy(_expand(allowed_origins)),
     )
     if bench:
         from .bench.channel import BenchChannel
@@ -249,6 +291,32 @@ def serve(
         log.error("%s", exc)
         click.echo(f"roost: {exc}", err=True)
         sys.exit(1)
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _expand(values: tuple[str, ...]) -> list[str]:
+    """Repeated options and comma lists (the env var form) alike."""
+    return [item for value in values for item in _split(value)]
+
+
+@main.command()
+@click.option("--user", required=True, help="The name the token binds (1-32 characters).")
+@click.option("--ttl", default=3600.0, show_default=True, help="Seconds until it expires.")
+@click.option("--rooms", default="", help="Comma list of private rooms this user may join.")
+@click.option("--secret", envvar="ROOST_SECRET", default="", help="[default: $ROOST_SECRET]")
+def token(user: str, ttl: float, rooms: str, secret: str) -> None:
+    """Mint a signed connection token (pass it as the `token` connect param)."""
+    from .security import tokens
+
+    if not secret:
+        raise click.UsageError("set ROOST_SECRET (or --secret) to the server's secret")
+    try:
+        click.echo(tokens.mint(secret, user, ttl, _split(rooms)))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _run(app: Any, host: str, port: int) -> None:

@@ -1,6 +1,6 @@
 """The chat application: the ``rooms:*`` channel and the page."""
 
-from .app import create_endpoint
+from .app import ChatSettings, create_endpoint
 from .room import RoomChannel
 
-__all__ = ["RoomChannel", "create_endpoint"]
+__all__ = ["ChatSettings", "RoomChannel", "create_endpoint"]

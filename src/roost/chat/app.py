@@ -2,21 +2,64 @@
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass
 from typing import Any
 
 from ..brokers.redis import RedisBroker
 from ..brokers.redis.presence import RedisPresenceStore
-from ..channels import Endpoint, Limits, Router
+from ..channels import ConnectRefused, Endpoint, Limits, Router
+from ..channels.endpoint import ConnectHook
 from ..channels.presence import Presence
 from ..pubsub import Broker, HistoryPolicy, PubSub
 from ..pubsub.presence import PresenceStore
+from ..security import tokens
+from ..security.origin import OriginPolicy
 from .echo import EchoChannel
 from .room import RoomChannel
 
 
-def connect(params: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
-    """Anonymous mode of the original example: anyone may connect; ``user`` is remembered."""
-    return {"user": params.get("user")}
+@dataclass(frozen=True)
+class ChatSettings:
+    """Who may connect and join.
+
+    ``secret``: verifies tokens (``roost token``); ``require_token``: refuse sockets
+    without a valid one (else the original example's anonymous mode, where a token,
+    when given, must still be valid). ``rooms``: an allow-list of room names (None:
+    any). ``private``: room name patterns (``ops``, ``staff-*``) only users whose token
+    lists the room may join.
+    """
+
+    secret: str = ""
+    require_token: bool = False
+    rooms: frozenset[str] | None = None
+    private: tuple[str, ...] = ()
+
+    def is_private(self, room: str) -> bool:
+        return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.private)
+
+    def may_join(self, room: str, assigns: dict[str, Any]) -> bool:
+        if self.is_private(room):
+            return bool(assigns.get("verified")) and room in assigns.get("rooms", ())
+        return self.rooms is None or room in self.rooms
+
+
+def make_connect(settings: ChatSettings) -> ConnectHook:
+    def connect(params: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+        token = params.get("token") or info.get("auth_token")
+        if not token:
+            if settings.require_token:
+                raise ConnectRefused("token required")
+            return {"user": params.get("user")}
+        if not settings.secret:
+            raise ConnectRefused("tokens are not enabled on this server")
+        try:
+            claims = tokens.verify(settings.secret, token)
+        except tokens.BadToken as exc:
+            raise ConnectRefused(exc.reason) from None
+        return {"user": claims.user, "verified": True, "rooms": claims.rooms}
+
+    return connect
 
 
 def create_endpoint(
@@ -27,6 +70,8 @@ def create_endpoint(
     limits: Limits | None = None,
     history: HistoryPolicy | None = None,
     presence_timeout: float = 30.0,
+    settings: ChatSettings | None = None,
+    origins: OriginPolicy | None = None,
 ) -> Endpoint:
     """The chat on ``broker`` (memory when None); presence in the broker's store.
 
@@ -41,10 +86,13 @@ def create_endpoint(
         # Entries live ttl; sweeps run every ttl/3: a dead node's users leave
         # within about (1 + 1/3) * ttl = presence_timeout.
         store = RedisPresenceStore(broker.url, broker.keys, ttl=presence_timeout * 0.75)
+    settings = settings or ChatSettings()
     return Endpoint(
         router=router,
         pubsub=pubsub,
-        connect=connect,
+        connect=make_connect(settings),
+        settings={"chat": settings},
+        origins=origins or OriginPolicy(),
         limits=limits or Limits(),
         history=history or HistoryPolicy(),
         presence=Presence(pubsub, store),

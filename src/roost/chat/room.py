@@ -33,12 +33,23 @@ class RoomChannel(Channel):
 
     async def join(self, payload: Any) -> Any:
         try:
-            validate.room_name(self.topic)
+            room = validate.room_name(self.topic)
             given = payload.get("user") if isinstance(payload, dict) else None
-            self.user = validate.user_name(given) or validate.user_name(self.assigns.get("user"))
+            if self.assigns.get("verified"):
+                # The token's name is the only name this socket may use.
+                self.user = self.assigns["user"]
+                if given is not None and validate.user_name(given) != self.user:
+                    raise validate.Invalid("user mismatch")
+            else:
+                self.user = validate.user_name(given) or validate.user_name(
+                    self.assigns.get("user")
+                )
             since = validate.since(payload.get("since") if isinstance(payload, dict) else None)
         except validate.Invalid as exc:
             raise JoinError(exc.reason) from None
+        settings = self.socket.endpoint.settings.get("chat")
+        if settings is not None and not settings.may_join(room, self.assigns):
+            raise JoinError("unauthorized")
         await self.subscribe()  # before reading history: no message falls in between
         try:
             recovery = await self.history(since)

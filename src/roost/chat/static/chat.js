@@ -65,26 +65,57 @@ function colourClass(name) {
 }
 
 function append(item) {
+  insert(item, null)
+}
+
+// puts `item` before `before` (or at the end), keeping the view at the bottom when it was
+function insert(item, before) {
   const list = ui.messages
   const stick = list.scrollHeight - list.scrollTop - list.clientHeight < 40
-  list.append(item)
+  list.insertBefore(item, before)
   if (stick) list.scrollTop = list.scrollHeight
+}
+
+// the first message row after which `offset` belongs: rows are kept in offset order, so a
+// message that arrives late goes before the first row with a larger offset; lines without an
+// offset (arrivals, notices, messages sent while history was down) are stepped over
+function rowAfter(offset) {
+  let before = null
+  for (let node = ui.messages.lastElementChild; node; node = node.previousElementSibling) {
+    if (node.dataset.offset === undefined) continue
+    if (Number(node.dataset.offset) > offset) before = node
+    else break
+  }
+  return before
 }
 
 const seen = new Set()
 
+function isOffset(value) {
+  return Number.isSafeInteger(value) && value >= 0
+}
+
+// each message once (by id), in offset order
 function showMessage(msg) {
+  if (!msg || typeof msg !== "object") return
   if (msg.id) {
     if (seen.has(msg.id)) return
     seen.add(msg.id)
   }
   const user = msg.user || "anonymous"
   const item = el("li", "msg")
-  if (msg.id) item.dataset.id = msg.id
+  if (msg.id) item.dataset.id = String(msg.id)
+  if (isOffset(msg.offset)) item.dataset.offset = String(msg.offset)
   if (msg.node) item.title = `via ${msg.node}`
   const who = el("span", `user ${colourClass(user)}`, `[${user}]`)
   item.append(timeEl(msg.at), who, " ", el("span", "body", String(msg.body ?? "")))
-  append(item)
+  insert(item, isOffset(msg.offset) ? rowAfter(msg.offset) : null)
+}
+
+// the server could not give what this page missed: start over from the latest history
+function resetMessages() {
+  seen.clear()
+  ui.messages.replaceChildren()
 }
 
 function showEntered(payload) {
@@ -104,14 +135,23 @@ function setStatus(state, text) {
   ui.status.textContent = text || state
 }
 
+// one row per user, however many tabs they have open: "al ×2 n1, n2"
 function renderOnline(presence) {
   const people = presence
-    .list((name, {metas}) => ({name, count: metas.length}))
+    .list((name, {metas}) => ({
+      name,
+      count: metas.length,
+      nodes: [...new Set(metas.map(meta => meta && meta.node).filter(Boolean).map(String))].sort(),
+    }))
     .sort((a, b) => a.name.localeCompare(b.name))
-  ui.online.replaceChildren(...people.map(({name, count}) => {
+  ui.online.replaceChildren(...people.map(({name, count, nodes}) => {
     const item = el("li", null)
+    item.dataset.user = name
     item.append(el("span", `dot ${colourClass(name)}`), el("span", "name", name))
     if (count > 1) item.append(el("span", "count", `×${count}`))
+    if (nodes.length) item.append(el("span", "nodes", nodes.join(", ")))
+    const tabs = count > 1 ? `${count} connections` : "1 connection"
+    item.title = `${name}: ${tabs}${nodes.length ? ` on ${nodes.join(", ")}` : ""}`
     return item
   }))
   ui.onlineCount.textContent = people.length ? String(people.length) : ""
@@ -144,7 +184,7 @@ function currentName() {
 
 const socket = new Socket("/socket")
 let everConnected = false
-let room = null // {name, channel, presence, user, cursor}
+let room = null // {name, channel, presence, user, cursor, early}
 
 socket.onOpen(() => { everConnected = true })
 socket.onError(() => lostConnection())
@@ -161,15 +201,16 @@ function joinRoom(name) {
     return
   }
   const sameRoom = room !== null && room.name === name
+  // a rename rejoins the same room: it keeps the list, and asks only for what it lacks
+  const cursor = sameRoom ? room.cursor : null
   if (room) {
     const old = room
     room = null // its callbacks are no longer active, its close included
     old.channel.leave()
   }
   if (!sameRoom) {
-    // a new room starts with an empty list; a rename rejoins the same room and keeps it
-    seen.clear()
-    ui.messages.replaceChildren()
+    // a new room starts with an empty list, filled by the join reply's history
+    resetMessages()
     renderOnline({list: () => []})
   }
   ui.room.value = name
@@ -177,10 +218,14 @@ function joinRoom(name) {
   document.title = `#${name} · roost`
 
   const user = currentName()
-  const current = {name, user, cursor: null}
-  // params are computed at every (re)join: a rejoin asks for what it missed when the
-  // server told us a history position (offset + epoch)
+  // cursor: the room's history position this page has shown everything up to
+  // ({offset, epoch}, from the join reply, advanced by every new:msg); early: the
+  // messages that arrived for the join in flight, before its reply
+  const current = {name, user, cursor, early: null}
+  // params are computed at every (re)join: a rejoin asks for what it missed since the
+  // position it last saw, and the reply says whether that could be recovered
   const channel = socket.channel(`rooms:${name}`, () => {
+    current.early = []
     const params = user ? {user} : {}
     if (current.cursor) params.since = {...current.cursor}
     return params
@@ -193,7 +238,8 @@ function joinRoom(name) {
   current.presence.onSync(() => active() && renderOnline(current.presence))
   channel.on("new:msg", msg => {
     if (!active()) return
-    track(current, msg)
+    if (current.early) current.early.push(msg)
+    else advance(current, msg)
     showMessage(msg)
   })
   channel.on("user:entered", payload => active() && showEntered(payload))
@@ -205,16 +251,14 @@ function joinRoom(name) {
   channel.join()
     .receive("ok", reply => {
       if (!active()) return
-      if (reply && reply.epoch !== undefined && reply.offset !== undefined) {
-        current.cursor = {offset: reply.offset, epoch: reply.epoch}
-      }
-      for (const msg of (reply && reply.history) || []) showMessage(msg)
+      joined(current, reply || {})
       ui.node.textContent = reply && reply.node ? `node ${reply.node}` : ""
       ui.node.title = reply && reply.node ? `served by node ${reply.node}` : ""
       setStatus("connected", "connected")
     })
     .receive("error", reply => {
       if (!active()) return
+      current.early = null
       const reason = (reply && reply.reason) || "join refused"
       setStatus("error", `can't join: ${reason}`)
       showSystem(`can't join #${name}: ${reason}`, "error")
@@ -223,9 +267,33 @@ function joinRoom(name) {
     .receive("timeout", () => active() && setStatus("reconnecting", "join timed out, retrying…"))
 }
 
-function track(current, msg) {
-  if (current.cursor && msg.offset !== undefined && msg.offset !== null) {
-    current.cursor = {offset: msg.offset, epoch: msg.epoch ?? current.cursor.epoch}
+// The join reply: {history, offset, epoch, recovered, node}. recovered: true → history is
+// exactly what this page missed since its cursor; recovered: false → history is the room's
+// latest messages (the gap could not be filled, or this is a first join), shown afresh.
+function joined(current, reply) {
+  const early = current.early || []
+  current.early = null
+  const history = Array.isArray(reply.history) ? reply.history : []
+  const positioned = isOffset(reply.offset) && reply.epoch !== undefined && reply.epoch !== null
+  if (positioned && reply.recovered !== true) {
+    const hadCursor = current.cursor !== null
+    resetMessages()
+    if (hadCursor) {
+      showSystem("reconnected: the messages missed meanwhile could not all be recovered; showing the latest ones")
+    }
+  }
+  if (positioned) current.cursor = {offset: reply.offset, epoch: reply.epoch}
+  // history, then whatever arrived live before the reply (a message in both shows once)
+  for (const msg of [...history, ...early]) {
+    showMessage(msg)
+    advance(current, msg)
+  }
+}
+
+// a new:msg carries its offset (the epoch is the join reply's): move the cursor past it
+function advance(current, msg) {
+  if (current.cursor && msg && isOffset(msg.offset) && msg.offset > current.cursor.offset) {
+    current.cursor = {offset: msg.offset, epoch: current.cursor.epoch}
   }
 }
 
