@@ -91,6 +91,30 @@ def main() -> None:
 )
 @click.option("--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
 @click.option(
+    "--redis-ca",
+    envvar="ROOST_REDIS_CA",
+    default=None,
+    help="CA certificate file to verify a rediss:// server.",
+)
+@click.option(
+    "--redis-cert",
+    envvar="ROOST_REDIS_CERT",
+    default=None,
+    help="Client certificate file for rediss:// (mutual TLS).",
+)
+@click.option(
+    "--redis-key",
+    envvar="ROOST_REDIS_KEY",
+    default=None,
+    help="Client private key file for rediss://.",
+)
+@click.option(
+    "--redis-signing-key",
+    envvar="ROOST_REDIS_SIGNING_KEY",
+    default="",
+    help="HMAC-sign every envelope; envelopes that fail the check are dropped.",
+)
+@click.option(
     "--max-channels",
     envvar="ROOST_MAX_CHANNELS",
     default=100,
@@ -202,6 +226,10 @@ def serve(
     pubsub_mode: str,
     app_name: str,
     redis_prefix: str,
+    redis_ca: str | None,
+    redis_cert: str | None,
+    redis_key: str | None,
+    redis_signing_key: str,
     probe_interval: float,
     secret: str,
     require_token: bool,
@@ -249,11 +277,22 @@ def serve(
     if redis_url:
         from .brokers.redis import Keys, RedisBroker
 
+        tls: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("ssl_ca_certs", redis_ca),
+                ("ssl_certfile", redis_cert),
+                ("ssl_keyfile", redis_key),
+            )
+            if value
+        }
         broker = RedisBroker(
             redis_url,
             mode=pubsub_mode,
             keys=Keys(redis_prefix, app_name),
             probe_interval=probe_interval,
+            signing_key=redis_signing_key.encode() or None,
+            **tls,
         )
     endpoint = create_endpoint(
         node,

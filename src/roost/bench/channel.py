@@ -1,19 +1,66 @@
 """``bench:*`` (``roost serve --bench``): the server side of the benchmarks.
 
 Subscribers join ``bench:<room>`` (nothing is broadcast on join). A push ``fire``
-``{"topic", "event", "payload", "count"}`` broadcasts ``count`` times through the
-node's PubSub (the same path the chat takes), yielding to the event loop between
-broadcasts, and replies with the server-side time taken.
+broadcasts through the node's PubSub (the same path the chat takes) in one of two modes:
+
+- **count** ``{"topic", "event", "payload", "count"}``: ``count`` broadcasts as fast as
+  the node goes, yielding to the event loop between broadcasts;
+- **paced** ``{"topic", "event", "rate", "duration"}``: ``rate`` broadcasts per second
+  for ``duration`` seconds, paced on the loop clock, the messages due at each tick
+  sent in one batch so that high rates are reachable.
+
+With ``"stamp": true`` each message's payload is :func:`stamped` with its send time
+(wall clock, µs) and encoded once, as the chat encodes each message once; receivers
+extract the stamp with :data:`STAMP_RE` without parsing JSON. The reply carries how
+many were sent and the server-side time taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import orjson
 
 from ..channels import Channel, Reply
 from ..protocol import Encoded
+
+STAMP_BODY = "hello world, from roost"
+# 16 digits: µs since the epoch until the year 2286, so every stamped frame of a run
+# has the same size (counting clients divide bytes by it) and a match is never partial.
+STAMP_RE = re.compile(rb'"ts":(\d{16})')
+TICK = 0.001
+
+
+def stamped(t_us: int) -> Encoded:
+    """The payload of one timestamped message, encoded once."""
+    return Encoded(orjson.dumps({"ts": t_us, "user": "bench", "body": STAMP_BODY}))
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+async def pace(rate: float, duration: float, send: Callable[[int], Awaitable[None]]) -> int:
+    """Call ``send(n)`` once per tick with the ``n`` messages due; return the total sent.
+
+    ``rate * duration`` messages in all, on the loop clock: if the loop falls behind,
+    the next tick sends everything that became due meanwhile.
+    """
+    total = round(rate * duration)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    sent = 0
+    while sent < total:
+        due = min(total, int((loop.time() - t0) * rate) + 1) - sent
+        if due > 0:
+            await send(due)
+            sent += due
+        await asyncio.sleep(TICK)
+    return sent
 
 
 class BenchChannel(Channel):
@@ -23,13 +70,23 @@ class BenchChannel(Channel):
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
         if event != "fire" or not isinstance(payload, dict):
             return Reply.error({"reason": "unknown event"})
-        count = int(payload.get("count", 1))
         topic = str(payload.get("topic", self.topic))
         ev = str(payload.get("event", "new:msg"))
-        encoded = Encoded.of(payload.get("payload", {}))
-        pubsub = self.socket.endpoint.pubsub
+        stamp = bool(payload.get("stamp", False))
+        fixed = Encoded.of(payload.get("payload", {}))
+        broadcast = self.socket.endpoint.pubsub.broadcast
         t0 = time.perf_counter()
-        for _ in range(count):
-            await pubsub.broadcast(topic, ev, encoded)
-            await asyncio.sleep(0)
-        return Reply.ok({"elapsed": time.perf_counter() - t0, "count": count})
+        if "rate" in payload:
+
+            async def send(n: int) -> None:
+                for _ in range(n):
+                    await broadcast(topic, ev, stamped(now_us()) if stamp else fixed)
+
+            count = await pace(float(payload["rate"]), float(payload.get("duration", 1)), send)
+        else:
+            count = int(payload.get("count", 1))
+            for _ in range(count):
+                await broadcast(topic, ev, stamped(now_us()) if stamp else fixed)
+                await asyncio.sleep(0)
+        elapsed = time.perf_counter() - t0
+        return Reply.ok({"elapsed": elapsed, "count": count, "sent": count})

@@ -85,7 +85,9 @@ def create_endpoint(
     if isinstance(broker, RedisBroker):
         # Entries live ttl; sweeps run every ttl/3: a dead node's users leave
         # within about (1 + 1/3) * ttl = presence_timeout.
-        store = RedisPresenceStore(broker.url, broker.keys, ttl=presence_timeout * 0.75)
+        store = RedisPresenceStore(
+            broker.url, broker.keys, ttl=presence_timeout * 0.75, **broker.connection_kwargs
+        )
     settings = settings or ChatSettings()
     return Endpoint(
         router=router,

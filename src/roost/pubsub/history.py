@@ -36,6 +36,8 @@ class StoredMessage:
     event: str
     payload: bytes  # JSON, with "offset" already inside
     ts_ms: int
+    node: str = ""
+    mac: str | None = None  # set when envelopes are signed
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def recover_from(
     if since.offset == current.offset:
         return Recovery(current, True, [])
     missed = [m for m in fresh if m.offset > since.offset]
-    if not missed or missed[0].offset != since.offset + 1:
+    # All of them, one by one up to the current offset, or nothing: never partial.
+    if [m.offset for m in missed] != list(range(since.offset + 1, current.offset + 1)):
         return latest
-    return Recovery(Position(missed[-1].offset, current.epoch), True, missed)
+    return Recovery(current, True, missed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import time
@@ -84,6 +85,7 @@ class BrokerStats:
     filled: int = 0
     unfillable: int = 0
     duplicates: int = 0
+    rejected: int = 0
     connected: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,6 +113,7 @@ class RedisBroker:
         subscribe_timeout: float = 5.0,
         max_queue: int = 100_000,
         pool_size: int = 5,
+        signing_key: bytes | None = None,
         **connection_kwargs: Any,
     ) -> None:
         if mode not in MODES:
@@ -124,8 +127,10 @@ class RedisBroker:
         self.subscribe_timeout = subscribe_timeout
         self.max_queue = max_queue
         self.stats = BrokerStats()
+        self.signing_key = signing_key
         self.node = ""
         self.instance = os.urandom(8).hex()
+        self.connection_kwargs = dict(connection_kwargs)  # TLS files etc., for other clients
         kw = {"socket_connect_timeout": 2.0, "health_check_interval": 0, **connection_kwargs}
         self._pool = ConnectionPool.from_url(url, max_connections=pool_size, **kw)
         # RESP2 on the subscriber: (un)subscribe confirmations and messages come back
@@ -249,8 +254,28 @@ class RedisBroker:
         channel = self.channel_for(envelope.topic)
         seq = self._seq.get(channel, 0) + 1
         self._seq[channel] = seq
-        self._queue.append((channel, codec.encode(envelope, seq, int(time.time() * 1000))))
+        ts = int(time.time() * 1000)
+        mac = self._sign(envelope, envelope.payload.data, ts)
+        self._queue.append((channel, codec.encode(envelope, seq, ts, mac)))
         self._queue_event.set()
+
+    def _sign(self, env: Envelope, payload: bytes, ts_ms: int) -> str | None:
+        if self.signing_key is None:
+            return None
+        return codec.sign(self.signing_key, env.node, env.topic, env.event, payload, ts_ms)
+
+    def _trusted(self, m: StoredMessage, topic: str) -> bool:
+        """A stream entry's signature holds (always true without a signing key)."""
+        if self.signing_key is None:
+            return True
+        want = codec.sign(
+            self.signing_key, m.node, topic, m.event, codec.unsplice(m.payload, m.offset), m.ts_ms
+        )
+        if m.mac is not None and hmac.compare_digest(want, m.mac):
+            return True
+        self.stats.rejected += 1
+        log.warning("history entry %s/%d failed its signature check: dropped", topic, m.offset)
+        return False
 
     async def _publisher(self) -> None:
         """Send queued commands in order, everything queued in one pipelined round trip."""
@@ -308,6 +333,7 @@ class RedisBroker:
         self._seq[channel] = seq
         fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        ts = int(time.time() * 1000)
         args: list[Any] = [
             os.urandom(6).hex(),
             channel,
@@ -317,9 +343,10 @@ class RedisBroker:
             envelope.event,
             payload.data,
             envelope.exclude or "",
-            int(time.time() * 1000),
+            ts,
             policy.max_len,
             policy.max_age_ms,
+            self._sign(envelope, payload.data, ts) or "",
         ]
         self._queue.append((keys, args, fut))
         self._queue_event.set()
@@ -357,7 +384,7 @@ class RedisBroker:
         epoch, top, entries = await self._read_script(
             keys=keys, args=[os.urandom(6).hex(), policy.max_age_ms, after, count]
         )
-        messages = parse_entries(entries)
+        messages = [m for m in parse_entries(entries) if self._trusted(m, topic)]
         if after < 0:
             messages.reverse()
         return Position(int(top), _text(epoch)), messages
@@ -463,6 +490,10 @@ class RedisBroker:
             log.warning("dropped a message on %s that is not a roost envelope: %s", channel, exc)
             return
         env = wire.envelope
+        if self.signing_key is not None and not codec.verify(self.signing_key, wire):
+            self.stats.rejected += 1
+            log.warning("dropped an envelope on %s that failed its signature check", channel)
+            return
         if self.drop_next and env.offset is not None and env.node != self.node:
             self.drop_next -= 1
             return
@@ -526,7 +557,7 @@ class RedisBroker:
                 self.keys.history_stream(topic), min=f"({last}-0", max=f"({target}-0"
             )
             for m in parse_entries(list(entries or [])):
-                if m.offset <= last:
+                if m.offset <= last or not self._trusted(m, topic):
                     continue
                 self.stats.filled += 1
                 last = m.offset

@@ -5,7 +5,8 @@ Wire layout (a msgpack array, version 1):
     [1, node, seq, topic, event, payload, binary, exclude, ts_ms]
     [2, node, seq, topic, event, payload, binary, exclude, ts_ms, offset, epoch]
 
-Version 2 is a broadcast kept in history, packed by the history Lua script.
+Version 2 is a broadcast kept in history, packed by the history Lua script. With a
+signing key, each envelope carries one more field: an HMAC (``sign``).
 
 ``payload`` is the JSON (or raw binary) bytes exactly as subscribers will receive
 them, so a receiving node forwards them without parsing. ``seq`` is the origin
@@ -16,6 +17,8 @@ jump has missed messages. ``ts_ms`` is the origin's wall clock, for delivery lag
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,23 +43,57 @@ class Wire:
 
     envelope: Envelope
     ts_ms: int
+    mac: str | None = None
 
 
-def encode(env: Envelope, seq: int, ts_ms: int) -> bytes:
-    data: bytes = _packb(
-        [
-            VERSION,
-            env.node,
-            seq,
-            env.topic,
-            env.event,
-            env.payload.data,
-            env.payload.binary,
-            env.exclude,
-            ts_ms,
-        ],
-        use_bin_type=True,
-    )
+def sign(key: bytes, node: str, topic: str, event: str, payload: bytes, ts_ms: int) -> str:
+    """HMAC-SHA256 (hex) over the origin node, topic, event, payload and time.
+
+    For stored messages ``payload`` is the one *before* the offset was spliced in.
+    """
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in (node.encode(), topic.encode(), event.encode(), payload, str(ts_ms).encode()):
+        mac.update(len(part).to_bytes(4, "big"))
+        mac.update(part)
+    return mac.hexdigest()
+
+
+def unsplice(payload: bytes, offset: int) -> bytes:
+    """The payload as signed: without the ``"offset"`` history added."""
+    tail = b',"offset":%d}' % offset
+    if payload.endswith(tail):
+        return payload[: -len(tail)] + b"}"
+    if payload == b'{"offset":%d}' % offset:
+        return b"{}"
+    return payload
+
+
+def verify(key: bytes, wire: Wire) -> bool:
+    env = wire.envelope
+    if wire.mac is None:
+        return False
+    payload = env.payload.data
+    if env.offset is not None:
+        payload = unsplice(payload, env.offset)
+    want = sign(key, env.node, env.topic, env.event, payload, wire.ts_ms)
+    return hmac.compare_digest(want, wire.mac)
+
+
+def encode(env: Envelope, seq: int, ts_ms: int, mac: str | None = None) -> bytes:
+    fields: list[Any] = [
+        VERSION,
+        env.node,
+        seq,
+        env.topic,
+        env.event,
+        env.payload.data,
+        env.payload.binary,
+        env.exclude,
+        ts_ms,
+    ]
+    if mac is not None:
+        fields.append(mac)
+    data: bytes = _packb(fields, use_bin_type=True)
     return data
 
 
@@ -69,10 +106,13 @@ def decode(data: bytes) -> Wire:
         raise EnvelopeError("envelope is not a msgpack array")
     offset: Any = None
     epoch: Any = None
-    if fields[0] == VERSION and len(fields) == 9:
-        _, node, seq, topic, event, payload, binary, exclude, ts_ms = fields
-    elif fields[0] == STORED and len(fields) == 11:
-        _, node, seq, topic, event, payload, binary, exclude, ts_ms, offset, epoch = fields
+    mac: Any = None
+    if fields[0] == VERSION and len(fields) in (9, 10):
+        _, node, seq, topic, event, payload, binary, exclude, ts_ms = fields[:9]
+        mac = fields[9] if len(fields) == 10 else None
+    elif fields[0] == STORED and len(fields) in (11, 12):
+        _, node, seq, topic, event, payload, binary, exclude, ts_ms, offset, epoch = fields[:11]
+        mac = (fields[11] or None) if len(fields) == 12 else None
         if isinstance(payload, str):  # Lua's cmsgpack packs strings as str
             payload = payload.encode()
         exclude = exclude or None
@@ -93,5 +133,7 @@ def decode(data: bytes) -> Wire:
         and isinstance(ts_ms, int)
     ):
         raise EnvelopeError("envelope field of the wrong type")
+    if mac is not None and not isinstance(mac, str):
+        raise EnvelopeError("envelope signature of the wrong type")
     env = Envelope(node, seq, topic, event, Encoded(payload, binary), exclude, offset, epoch)
-    return Wire(env, ts_ms)
+    return Wire(env, ts_ms, mac)

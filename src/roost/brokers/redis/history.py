@@ -1,7 +1,8 @@
 """History in Redis: a stream and a meta hash per topic, written by one Lua script.
 
     hash   <prefix>:<app>:m:{topic}   epoch, offset
-    stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms)
+    stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms),
+                                      n (origin node), s (signature, or "")
 
 ``PUBLISH_STORED`` bumps the offset, splices it into the payload, XADDs (capped by
 count), refreshes both keys' TTL (the age cap) and PUBLISHes the envelope — in one
@@ -28,11 +29,12 @@ if p == '{}' then
 else
   p = string.sub(p, 1, -2) .. ',"offset":' .. off .. '}'
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[10], off .. '-0', 'e', ARGV[6], 'p', p, 't', ARGV[9])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[10], off .. '-0', 'e', ARGV[6], 'p', p, 't', ARGV[9],
+           'n', ARGV[3], 's', ARGV[12])
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, false,
-                           ARGV[8], tonumber(ARGV[9]), off, epoch})
+                           ARGV[8], tonumber(ARGV[9]), off, epoch, ARGV[12]})
 redis.call('PUBLISH', ARGV[2], env)
 return {off, epoch}
 """
@@ -71,6 +73,13 @@ def parse_entries(entries: list[Any]) -> list[StoredMessage]:
         else:
             values = dict(zip(fields[::2], fields[1::2], strict=True))
         out.append(
-            StoredMessage(offset, values[b"e"].decode(), bytes(values[b"p"]), int(values[b"t"]))
+            StoredMessage(
+                offset,
+                values[b"e"].decode(),
+                bytes(values[b"p"]),
+                int(values[b"t"]),
+                values.get(b"n", b"").decode(),
+                values.get(b"s", b"").decode() or None,
+            )
         )
     return out
