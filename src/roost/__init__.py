@@ -1,3 +1,23 @@
 """roost: a Phoenix-Channels-compatible real-time server, scaled out through Redis Pub/Sub."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def publish(redis_url: str, topic: str, event: str, payload: Any, **options: Any) -> int | None:
+    """Broadcast into roost from another process sharing Redis (see roost.publish)."""
+    from .publisher import publish as _publish
+
+    return _publish(redis_url, topic, event, payload, **options)
+
+
+async def publish_async(
+    redis_url: str, topic: str, event: str, payload: Any, **options: Any
+) -> int | None:
+    from .publisher import publish_async as _publish_async
+
+    return await _publish_async(redis_url, topic, event, payload, **options)
+
+
+__all__ = ["__version__", "publish", "publish_async"]

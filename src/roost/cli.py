@@ -179,6 +179,19 @@ def main() -> None:
     "repeatable. The request's own host is always allowed.",
 )
 @click.option(
+    "--api-key",
+    envvar="ROOST_API_KEY",
+    default="",
+    help="Enables POST /api/broadcast for callers with this bearer key.",
+)
+@click.option(
+    "--drain-window",
+    envvar="ROOST_DRAIN_WINDOW",
+    default=5.0,
+    show_default=True,
+    help="On SIGTERM, seconds over which sockets are closed (1012).",
+)
+@click.option(
     "--history-size",
     envvar="ROOST_HISTORY_SIZE",
     default=100,
@@ -243,6 +256,8 @@ def serve(
     join_rate: float,
     join_burst: float,
     max_connections: int,
+    api_key: str,
+    drain_window: float,
     history_size: int,
     history_ttl: float,
     presence_timeout: float,
@@ -313,7 +328,7 @@ def serve(
         from .bench.channel import BenchChannel
 
         endpoint.router.channel("bench:*", BenchChannel)
-    app = build_app(endpoint)
+    app = build_app(endpoint, api_key=api_key or None, drain_window=drain_window)
     log.info(
         "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
         node,
@@ -368,7 +383,7 @@ def _run(app: Any, host: str, port: int) -> None:
         print=None,
         access_log=None,
         handle_signals=True,
-        shutdown_timeout=5.0,
+        shutdown_timeout=3.0,
     )
 
 
@@ -570,7 +585,9 @@ def bench_crossnode(
     help="Redis URL the nodes use.",
 )
 @click.option("--app", "app_name", envvar="ROOST_APP", default="chat", show_default=True)
-@click.option("--prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
+@click.option(
+    "--prefix", "--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True
+)
 @click.option("--topic", default=None, help="Only topics matching this pattern (e.g. 'rooms:*').")
 @click.option("--event", default=None, help="Only events matching this pattern (e.g. 'new:*').")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for machines.")
@@ -582,6 +599,15 @@ def bench_crossnode(
     show_default=True,
     help="Cut longer payloads in the human format (0: never).",
 )
+@click.option("--redis-ca", envvar="ROOST_REDIS_CA", default=None, help="CA file for rediss://.")
+@click.option("--redis-cert", envvar="ROOST_REDIS_CERT", default=None, help="Client cert file.")
+@click.option("--redis-key", envvar="ROOST_REDIS_KEY", default=None, help="Client key file.")
+@click.option(
+    "--redis-signing-key",
+    envvar="ROOST_REDIS_SIGNING_KEY",
+    default="",
+    help="Verify envelope HMACs; failures are flagged on their line.",
+)
 def inspect_command(
     redis_url: str,
     app_name: str,
@@ -591,6 +617,10 @@ def inspect_command(
     as_json: bool,
     count: int | None,
     max_payload: int,
+    redis_ca: str | None,
+    redis_cert: str | None,
+    redis_key: str | None,
+    redis_signing_key: str,
 ) -> None:
     """Print every broadcast crossing Redis, decoded: time, node, seq, topic, event, payload.
 
@@ -599,7 +629,18 @@ def inspect_command(
     from .brokers.redis import Keys
     from .inspect import Options, run
 
-    opts = Options(redis_url, Keys(prefix, app_name), topic, event, as_json, count, max_payload)
+    tls = {"ssl_ca_certs": redis_ca, "ssl_certfile": redis_cert, "ssl_keyfile": redis_key}
+    opts = Options(
+        redis_url,
+        Keys(prefix, app_name),
+        topic,
+        event,
+        as_json,
+        count,
+        max_payload,
+        signing_key=redis_signing_key.encode() or None,
+        connection={k: v for k, v in tls.items() if v},
+    )
     sys.exit(run(opts))
 
 

@@ -65,6 +65,7 @@ class Endpoint:
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     settings: dict[str, Any] = field(default_factory=dict)  # the application's own
     sockets: set[Socket] = field(default_factory=set)
+    draining: bool = False
 
     @property
     def node(self) -> str:

@@ -8,7 +8,9 @@ from pathlib import Path
 from aiohttp import web
 
 from ..channels import Endpoint
-from ..channels.socket import CLOSE_RESTART
+from . import api
+from .api import API_KEY, MAX_BODY
+from .drain import drain
 from .websocket import ENDPOINT_KEY, websocket_handler
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
@@ -31,6 +33,16 @@ async def index(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: accepting sockets and the broker connected; not while draining."""
+    endpoint = request.app[ENDPOINT_KEY]
+    stats = getattr(endpoint.pubsub.broker, "stats", None)
+    broker_ok = stats is None or bool(stats.connected)
+    ready = broker_ok and not endpoint.draining
+    body = {"ready": ready, "broker": broker_ok, "draining": endpoint.draining}
+    return web.json_response(body, status=200 if ready else 503)
+
+
 async def healthz(request: web.Request) -> web.Response:
     endpoint = request.app[ENDPOINT_KEY]
     body: dict[str, object] = {"status": "ok", "node": endpoint.node}
@@ -41,14 +53,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def build_app(endpoint: Endpoint, *, mount: str = "/socket") -> web.Application:
-    """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``."""
-    app = web.Application()
+def build_app(
+    endpoint: Endpoint,
+    *,
+    mount: str = "/socket",
+    api_key: str | None = None,
+    drain_window: float = 5.0,
+) -> web.Application:
+    """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
+
+    ``api_key`` enables ``POST /api/broadcast``; ``drain_window`` spreads the
+    1012 closes on shutdown.
+    """
+    app = web.Application(client_max_size=MAX_BODY)
     app[ENDPOINT_KEY] = endpoint
     app.router.add_get(f"{mount}/websocket", websocket_handler)
     app.router.add_get("/", index)
     app.router.add_get("/rooms/{name}", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if api_key:
+        app[API_KEY] = api_key
+        app.router.add_post("/api/broadcast", api.broadcast)
     app.router.add_static("/static/", STATIC, show_index=False)
 
     async def pubsub_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -57,8 +83,7 @@ def build_app(endpoint: Endpoint, *, mount: str = "/socket") -> web.Application:
         await endpoint.stop()
 
     async def close_sockets(app: web.Application) -> None:
-        for socket in list(endpoint.sockets):
-            socket.wire.close(CLOSE_RESTART, "server restart")
+        await drain(endpoint, drain_window)
 
     app.cleanup_ctx.append(pubsub_lifecycle)
     app.on_shutdown.append(close_sockets)

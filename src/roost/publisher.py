@@ -1,0 +1,83 @@
+"""``roost.publish``: a broadcast into roost from any Python process sharing Redis.
+
+    import roost
+    roost.publish("redis://localhost:6379", "rooms:lobby", "announce", {"text": "hi"})
+
+Django views, Celery workers and scripts reach every browser in the room on every
+node. ``app``/``prefix``/``mode`` must match the nodes' ``--app``/``--redis-prefix``/
+``--pubsub-mode``; ``store=True`` keeps it in the room's history (the chat keeps
+``new:msg``), and returns its offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .brokers.redis import codec
+from .brokers.redis.history import PUBLISH_STORED
+from .brokers.redis.keys import Keys
+from .protocol import Encoded
+from .pubsub import Envelope, HistoryPolicy
+
+_SEQ = itertools.count(1)
+NODE = f"publisher-{socket.gethostname()}-{os.getpid()}"
+
+
+async def publish_async(
+    redis_url: str,
+    topic: str,
+    event: str,
+    payload: Any,
+    *,
+    app: str = "chat",
+    prefix: str = "roost",
+    mode: str = "topic",
+    store: bool = False,
+    history: HistoryPolicy | None = None,
+    signing_key: bytes | None = None,
+    client: aioredis.Redis | None = None,
+) -> int | None:
+    """Publish one broadcast; return its history offset when ``store``, else None."""
+    keys = Keys(prefix, app)
+    channel = keys.global_channel if mode == "global" else keys.topic_channel(topic)
+    encoded = Encoded.of(payload)
+    env = Envelope(NODE, 0, topic, event, encoded)
+    ts = int(time.time() * 1000)
+    mac = (
+        codec.sign(signing_key, NODE, topic, event, encoded.data, ts)
+        if signing_key is not None
+        else None
+    )
+    own = client is None
+    r = client if client is not None else aioredis.Redis.from_url(redis_url)
+    try:
+        if not store:
+            await r.publish(channel, codec.encode(env, next(_SEQ), ts, mac))
+            return None
+        if encoded.binary or not encoded.data.startswith(b"{"):
+            raise ValueError("history stores JSON object payloads")
+        policy = history or HistoryPolicy()
+        script = r.register_script(PUBLISH_STORED)
+        result = await script(
+            keys=[keys.history_meta(topic), keys.history_stream(topic)],
+            args=[
+                os.urandom(6).hex(), channel, NODE, next(_SEQ), topic, event, encoded.data,
+                "", ts, policy.max_len, policy.max_age_ms, mac or "",
+            ],
+        )  # fmt: skip
+        return int(result[0])
+    finally:
+        if own:
+            await r.aclose()
+
+
+def publish(redis_url: str, topic: str, event: str, payload: Any, **options: Any) -> int | None:
+    """The blocking form of ``publish_async`` (for code without an event loop)."""
+    return asyncio.run(publish_async(redis_url, topic, event, payload, **options))
