@@ -177,3 +177,51 @@ async def _drain_scenario(o1: ServerProcess, o2: ServerProcess, clients: list[Cl
         assert (await moved.push("new:msg", {"body": "still here"})).ok
         await mover.close()
     assert took < 10
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample from /metrics (summed over samples matching the labels)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric_name = head.split("{", 1)[0]
+        if metric_name != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+            found = True
+    assert found, f"{name} {labels} not in /metrics"
+    return total
+
+
+async def test_metrics_move(pair: list[ServerProcess], redis_server: RedisProcess) -> None:
+    o1, o2 = pair
+    assert metric(o1.url, "roost_connections") == 0
+    async with Client(o1.ws_url) as a, Client(o2.ws_url) as b:
+        ca = a.channel("rooms:m", {"user": "a"})
+        cb = b.channel("rooms:m", {"user": "b"})
+        await ca.join()
+        await cb.join()
+        await until(lambda: metric(o1.url, "roost_presence_entries") == 1)
+        assert metric(o1.url, "roost_connections") == 1
+        assert metric(o1.url, "roost_channels_joined") == 1
+        for i in range(5):
+            await ca.push("new:msg", {"body": f"m{i}"})
+        await until(lambda: metric(o2.url, "roost_broadcasts_received_total") >= 5)
+        assert metric(o1.url, "roost_messages_in_total", **{"class": "push"}) == 5
+        assert metric(o1.url, "roost_messages_in_total", **{"class": "join"}) == 1
+        assert metric(o1.url, "roost_fastlane_deliveries_total") >= 5
+        assert metric(o2.url, "roost_delivery_lag_seconds_count") >= 5
+        assert metric(o1.url, "roost_broker_publish_seconds_count") >= 1
+        assert metric(o1.url, "roost_broker_connected") == 1
+        redis_server.stop()
+        await until(lambda: metric(o1.url, "roost_broker_connected") == 0, what="disconnected")
+        redis_server.start()
+        await until(lambda: metric(o1.url, "roost_broker_connected") == 1, 20, "reconnected")
+        assert metric(o1.url, "roost_redis_reconnects_total") >= 1
+    await until(lambda: metric(o1.url, "roost_connections") == 0)

@@ -15,8 +15,10 @@ Human lines (colours only on a terminal; ``NO_COLOR``/``FORCE_COLOR`` honoured):
 ``binary`` is true), ``binary``, ``exclude``, ``offset`` and ``epoch`` (set when the
 broadcast was stored in the topic's history), ``channel``, ``lag_ms`` (now - ts) and
 ``gap`` (sequence numbers skipped since the previous envelope of that node on that
-channel, as seen by this inspector). Error lines are ``{"ts", "error", "channel",
-"size", "raw"}``. Status messages (listening, reconnecting) go to stderr.
+channel, as seen by this inspector), ``signed`` (carries an HMAC) and ``verified``
+(with ``--redis-signing-key``: whether the HMAC holds; else null). Error lines are
+``{"ts", "error", "channel", "size", "raw"}``. Status messages (listening,
+reconnecting) go to stderr.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Options:
     json: bool = False
     count: int | None = None
     max_payload: int = 400
+    signing_key: bytes | None = None  # verify envelope HMACs (serve --redis-signing-key)
+    connection: dict[str, Any] = field(default_factory=dict)  # e.g. ssl_ca_certs
 
 
 class Fatal(Exception):
@@ -110,7 +114,7 @@ class Output:
         self.console.print(text)
         self.file.flush()
 
-    def broadcast(self, channel: str, wire: codec.Wire, gap: int) -> None:
+    def broadcast(self, channel: str, wire: codec.Wire, gap: int, verified: bool | None) -> None:
         env = wire.envelope
         lag = now_ms() - wire.ts_ms
         data, binary = env.payload.data, env.payload.binary
@@ -129,6 +133,8 @@ class Output:
                 "channel": channel,
                 "lag_ms": lag,
                 "gap": gap,
+                "signed": wire.mac is not None,
+                "verified": verified,
             }
             if binary:
                 obj["payload"] = base64.b64encode(data).decode()
@@ -172,6 +178,9 @@ class Output:
         if env.exclude is not None:
             line.append(f"  except={clean(env.exclude)}", "dim")
         line.append(f"  +{lag}ms", "dim")
+        if verified is False:
+            failure = "UNSIGNED" if wire.mac is None else "BAD SIGNATURE"
+            line.append(f"  {failure} (nodes drop it)", "bold red")
         if gap:
             line.append(f"  gap: {gap} missed", "bold yellow")
         self._write_text(line)
@@ -227,6 +236,7 @@ class Inspector:
                 socket_connect_timeout=3.0,
                 health_check_interval=0,
                 max_connections=1,
+                **opts.connection,
             )
         except ValueError as exc:
             raise Fatal(f"bad Redis URL {opts.url!r}: {exc}") from None
@@ -335,8 +345,11 @@ class Inspector:
             return
         if self.opts.event is not None and not fnmatch.fnmatchcase(env.event, self.opts.event):
             return
+        verified = None
+        if self.opts.signing_key is not None:
+            verified = codec.verify(self.opts.signing_key, wire)
         self.shown += 1
-        self.out.broadcast(channel, wire, gap)
+        self.out.broadcast(channel, wire, gap, verified)
 
     def _match_topic(self, topic: str) -> bool:
         return self.opts.topic is not None and fnmatch.fnmatchcase(topic, self.opts.topic)

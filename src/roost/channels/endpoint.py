@@ -35,6 +35,22 @@ class Limits:
     max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
 
 
+@dataclass
+class EndpointStats:
+    """Counters the sockets bump (plain ints: read by /metrics at scrape time)."""
+
+    joins: int = 0
+    leaves: int = 0
+    heartbeats: int = 0
+    pushes: int = 0
+    replies_out: int = 0
+    pushes_out: int = 0
+    rate_limited: int = 0
+    slow_consumers: int = 0
+    connections_total: int = 0
+    refused: int = 0
+
+
 class ConnectRefused(Exception):
     """Raise from a connect hook to refuse with HTTP 403 and this reason."""
 
@@ -66,6 +82,7 @@ class Endpoint:
     settings: dict[str, Any] = field(default_factory=dict)  # the application's own
     sockets: set[Socket] = field(default_factory=set)
     draining: bool = False
+    stats: EndpointStats = field(default_factory=EndpointStats)
 
     @property
     def node(self) -> str:

@@ -75,7 +75,7 @@ class Socket:
         self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst)
         self._joins = TokenBucket(limits.join_rate, limits.join_burst)
         self._limited = 0
-        self.rate_limited = 0
+        self.stats = endpoint.stats
 
     # -- output ------------------------------------------------------------------------
     def send(self, frame: Frame | None) -> None:
@@ -90,6 +90,7 @@ class Socket:
         payload: Encoded,
         ref: str | None = None,
     ) -> None:
+        self.stats.pushes_out += 1
         self.send(self.serializer.push(join_ref, topic, event, payload, ref))
 
     def reply(self, join_ref: str | None, ref: str | None, topic: str, reply: Reply) -> None:
@@ -98,6 +99,7 @@ class Socket:
     def _reply(
         self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
     ) -> None:
+        self.stats.replies_out += 1
         self.send(self.serializer.reply(join_ref, ref, topic, status, response))
 
     # -- input -------------------------------------------------------------------------
@@ -120,11 +122,19 @@ class Socket:
 
     async def handle_message(self, msg: Message) -> None:
         topic, event = msg.topic, msg.event
+        stats = self.stats
         if event == HEARTBEAT and topic == PHOENIX_TOPIC:
+            stats.heartbeats += 1
             self._reply(None, msg.ref, topic, "ok", EMPTY)
             return
+        if event == PHX_JOIN:
+            stats.joins += 1
+        elif event == PHX_LEAVE:
+            stats.leaves += 1
+        else:
+            stats.pushes += 1
         if not (self._joins if event == PHX_JOIN else self._pushes).take():
-            self.rate_limited += 1
+            stats.rate_limited += 1
             self._limited += 1
             if self._limited >= self.endpoint.limits.abuse_limit:
                 raise CloseSocket(CLOSE_POLICY, "rate limit abuse")

@@ -11,6 +11,7 @@ from ..channels import Endpoint
 from . import api
 from .api import API_KEY, MAX_BODY
 from .drain import drain
+from .metrics import Metrics
 from .websocket import ENDPOINT_KEY, websocket_handler
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
@@ -72,6 +73,7 @@ def build_app(
     app.router.add_get("/rooms/{name}", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", Metrics(endpoint).handle)
     if api_key:
         app[API_KEY] = api_key
         app.router.add_post("/api/broadcast", api.broadcast)

@@ -74,7 +74,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # the client went away during the handshake
         return ws
-    wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer)
+    stats = endpoint.stats
+
+    def slow() -> None:
+        stats.slow_consumers += 1
+
+    wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer, slow)
+    stats.connections_total += 1
     socket = Socket(endpoint, wire, assigns)
     endpoint.sockets.add(socket)
     try:

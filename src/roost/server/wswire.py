@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 
 from ..protocol import V1, V2, ws_bytes
 from ..pubsub import WireKind
@@ -34,10 +35,17 @@ class WsWire:
 
     __slots__ = ("closed", "kind", "max_buffer", "on_slow", "transport")
 
-    def __init__(self, kind: WireKind, transport: asyncio.Transport, max_buffer: int) -> None:
+    def __init__(
+        self,
+        kind: WireKind,
+        transport: asyncio.Transport,
+        max_buffer: int,
+        on_slow: Callable[[], None] | None = None,
+    ) -> None:
         self.kind = kind
         self.transport = transport
         self.max_buffer = max_buffer
+        self.on_slow = on_slow
         self.closed = False
 
     def write(self, data: bytes) -> None:
@@ -50,13 +58,16 @@ class WsWire:
         transport.write(data)
 
     def _slow(self) -> None:
+        if self.on_slow is not None:
+            self.on_slow()
         log.warning("slow consumer disconnected buffer=%d", self.transport.get_write_buffer_size())
         self.close(SLOW_CONSUMER, "slow consumer")
         asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
 
     def _abort(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.abort()
+        # close() waits for the buffer to flush; a client that never reads would keep
+        # it forever, so drop the connection and its buffer.
+        self.transport.abort()
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame and stop writing; the handler then ends the connection."""

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -151,6 +152,9 @@ class RedisBroker:
         self._positions: dict[str, tuple[str, int]] = {}
         self._filling: dict[str, list[Envelope]] = {}
         self.drop_next = 0  # test hook: drop this many incoming stored messages
+        # Metrics hooks (seconds): a publish round trip; origin-to-here delivery lag.
+        self.observe_publish: Callable[[float], None] | None = None
+        self.observe_lag: Callable[[float], None] | None = None
         self._queue_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -292,7 +296,10 @@ class RedisBroker:
                                 pipe.publish(item[0], item[1])
                             else:
                                 await self._publish_stored(keys=item[0], args=item[1], client=pipe)
+                        t0 = time.monotonic()
                         results = await pipe.execute(raise_on_error=False)
+                        if self.observe_publish is not None:
+                            self.observe_publish(time.monotonic() - t0)
                 except (RedisError, OSError) as exc:
                     # Redis is down: plain broadcasts queued now are lost for other nodes
                     # (local delivery already happened); stored ones fail to their caller.
@@ -500,6 +507,8 @@ class RedisBroker:
         if env.node != self.node:
             self.stats.received += 1
             self._count_gap(env, channel)
+            if self.observe_lag is not None:
+                self.observe_lag(max(0.0, time.time() - wire.ts_ms / 1000))
         if env.offset is not None:
             self._in_order(env)
         elif env.node != self.node:  # our own plain echo was delivered locally already

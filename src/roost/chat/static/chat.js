@@ -76,9 +76,9 @@ function insert(item, before) {
   if (stick) list.scrollTop = list.scrollHeight
 }
 
-// the first message row after which `offset` belongs: rows are kept in offset order, so a
-// message that arrives late goes before the first row with a larger offset; lines without an
-// offset (arrivals, notices, messages sent while history was down) are stepped over
+// where a message with `offset` goes: before the first row with a larger offset (null: at
+// the end). Rows are kept in offset order, so one that arrives late takes its place; lines
+// without an offset (arrivals, notices, messages sent while history was down) are stepped over
 function rowAfter(offset) {
   let before = null
   for (let node = ui.messages.lastElementChild; node; node = node.previousElementSibling) {
@@ -112,7 +112,7 @@ function showMessage(msg) {
   insert(item, isOffset(msg.offset) ? rowAfter(msg.offset) : null)
 }
 
-// the server could not give what this page missed: start over from the latest history
+// an empty list: a new room, or a rejoin whose missed messages could not be recovered
 function resetMessages() {
   seen.clear()
   ui.messages.replaceChildren()
