@@ -185,6 +185,13 @@ def main() -> None:
     help="Enables POST /api/broadcast for callers with this bearer key.",
 )
 @click.option(
+    "--longpoll-window",
+    envvar="ROOST_LONGPOLL_WINDOW",
+    default=10.0,
+    show_default=True,
+    help="Seconds a long-poll GET waits for messages.",
+)
+@click.option(
     "--drain-window",
     envvar="ROOST_DRAIN_WINDOW",
     default=5.0,
@@ -257,6 +264,7 @@ def serve(
     join_burst: float,
     max_connections: int,
     api_key: str,
+    longpoll_window: float,
     drain_window: float,
     history_size: int,
     history_ttl: float,
@@ -328,7 +336,12 @@ def serve(
         from .bench.channel import BenchChannel
 
         endpoint.router.channel("bench:*", BenchChannel)
-    app = build_app(endpoint, api_key=api_key or None, drain_window=drain_window)
+    app = build_app(
+        endpoint,
+        api_key=api_key or None,
+        drain_window=drain_window,
+        longpoll_window=longpoll_window,
+    )
     log.info(
         "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
         node,

@@ -11,6 +11,7 @@ from ..channels import Endpoint
 from . import api
 from .api import API_KEY, MAX_BODY
 from .drain import drain
+from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
 from .metrics import Metrics
 from .websocket import ENDPOINT_KEY, websocket_handler
 
@@ -60,6 +61,7 @@ def build_app(
     mount: str = "/socket",
     api_key: str | None = None,
     drain_window: float = 5.0,
+    longpoll_window: float = 10.0,
 ) -> web.Application:
     """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
 
@@ -69,6 +71,10 @@ def build_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[ENDPOINT_KEY] = endpoint
     app.router.add_get(f"{mount}/websocket", websocket_handler)
+    longpoll = LongPollManager(endpoint, longpoll_window)
+    app[LONGPOLL_KEY] = longpoll
+    app.router.add_get(f"{mount}/longpoll", longpoll_get)
+    app.router.add_post(f"{mount}/longpoll", longpoll_post)
     app.router.add_get("/", index)
     app.router.add_get("/rooms/{name}", index)
     app.router.add_get("/healthz", healthz)
@@ -81,7 +87,9 @@ def build_app(
 
     async def pubsub_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await endpoint.start()
+        await longpoll.start()
         yield
+        await longpoll.stop()
         await endpoint.stop()
 
     async def close_sockets(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from aiohttp import WSMsgType, web
 
 from ..channels import CloseSocket, ConnectRefused, Endpoint, Socket
 from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
-from ..protocol import BINARY, TEXT, ProtocolError, for_vsn
+from ..protocol import BINARY, TEXT, ProtocolError, Serializer, for_vsn
 from .wswire import WS_KINDS, WsWire
 
 log = logging.getLogger("roost.websocket")
@@ -36,31 +36,47 @@ def subprotocol_token(header: str) -> tuple[str | None, bool]:
     return token, has_phoenix
 
 
-async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    endpoint = request.app[ENDPOINT_KEY]
+async def admit(
+    request: web.Request,
+    endpoint: Endpoint,
+    params: dict[str, str],
+    auth_token: str | None,
+    transport: str,
+) -> tuple[Serializer, dict[str, Any]] | web.Response:
+    """Origin, connection limit, protocol version, connect hook: a refusal, or go."""
     if not endpoint.origins.allows(request.headers.get("Origin"), request.host, request.secure):
         log.info("refused origin=%s host=%s", request.headers.get("Origin"), request.host)
         return web.Response(status=403, text="origin not allowed\n")
     if len(endpoint.sockets) >= endpoint.limits.max_connections:
         return web.Response(status=503, text="too many connections\n", headers={"Retry-After": "5"})
     try:
-        serializer = for_vsn(request.query.get("vsn"))
+        serializer = for_vsn(params.get("vsn"))
     except ProtocolError as exc:
         return web.Response(status=403, text=exc.reason + "\n")
-    params = dict(request.query)
-    token, has_phoenix = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol", ""))
     info: dict[str, Any] = {
         "peer": request.remote,
         "headers": request.headers,
-        "auth_token": token,
-        "transport": "websocket",
+        "auth_token": auth_token,
+        "transport": transport,
     }
     try:
         assigns = await endpoint.authorize(params, info)
     except ConnectRefused as refused:
+        endpoint.stats.refused += 1
         return web.Response(status=403, text=refused.reason + "\n")
     if assigns is None:
+        endpoint.stats.refused += 1
         return web.Response(status=403, text="connection refused\n")
+    return serializer, assigns
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    endpoint = request.app[ENDPOINT_KEY]
+    token, has_phoenix = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol", ""))
+    admitted = await admit(request, endpoint, dict(request.query), token, "websocket")
+    if isinstance(admitted, web.Response):
+        return admitted
+    serializer, assigns = admitted
 
     limits = endpoint.limits
     ws = web.WebSocketResponse(
