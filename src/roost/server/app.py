@@ -13,7 +13,8 @@ from .api import API_KEY, MAX_BODY
 from .drain import drain
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
 from .metrics import Metrics
-from .websocket import ENDPOINT_KEY, websocket_handler
+from .websocket import ENDPOINT_KEY, FLUSHER_KEY, websocket_handler
+from .wswire import Flusher
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
 
@@ -70,6 +71,7 @@ def build_app(
     """
     app = web.Application(client_max_size=MAX_BODY)
     app[ENDPOINT_KEY] = endpoint
+    app[FLUSHER_KEY] = Flusher()
     app.router.add_get(f"{mount}/websocket", websocket_handler)
     longpoll = LongPollManager(endpoint, longpoll_window)
     app[LONGPOLL_KEY] = longpoll

@@ -11,12 +11,13 @@ from aiohttp import WSMsgType, web
 from ..channels import CloseSocket, ConnectRefused, Endpoint, Socket
 from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
 from ..protocol import BINARY, TEXT, ProtocolError, Serializer, for_vsn
-from .wswire import WS_KINDS, WsWire
+from .wswire import WS_KINDS, Flusher, WsWire
 
 log = logging.getLogger("roost.websocket")
 
 TOKEN_PREFIX = "base64url.bearer.phx."
 ENDPOINT_KEY: web.AppKey[Endpoint] = web.AppKey("endpoint", Endpoint)
+FLUSHER_KEY: web.AppKey[Flusher] = web.AppKey("flusher", Flusher)
 
 
 def subprotocol_token(header: str) -> tuple[str | None, bool]:
@@ -95,7 +96,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     def slow() -> None:
         stats.slow_consumers += 1
 
-    wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer, slow)
+    wire = WsWire(
+        WS_KINDS[serializer.vsn], transport, limits.max_buffer, slow, request.app[FLUSHER_KEY]
+    )
     stats.connections_total += 1
     socket = Socket(endpoint, wire, assigns)
     endpoint.sockets.add(socket)

@@ -25,15 +25,52 @@ def close_frame(code: int, reason: str) -> bytes:
     return bytes([0x88, len(body)]) + body
 
 
+class Flusher:
+    """Writes every wire's pending frames once per event-loop turn.
+
+    A wire that gets several frames in one turn (a burst of broadcasts from Redis, a
+    reply and a broadcast) sends them in one ``transport.write`` — one syscall — at the
+    end of the turn instead of one per frame. One Flusher per server (per loop).
+    """
+
+    __slots__ = ("dirty", "scheduled")
+
+    def __init__(self) -> None:
+        self.dirty: list[WsWire] = []
+        self.scheduled = False
+
+    def add(self, wire: WsWire) -> None:
+        self.dirty.append(wire)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for wire in dirty:  # WsWire.flush, inlined: this loop runs once per subscriber
+            pending = wire.pending
+            wire.pending = None
+            if pending is None or wire.closed:
+                continue
+            transport = wire.transport
+            if transport.get_write_buffer_size() > wire.max_buffer:
+                wire._slow()
+                continue
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
 class WsWire:
     """Writes whole WebSocket frames to an asyncio transport, never blocking.
 
-    A client that stops reading lets the transport's buffer grow; past ``max_buffer``
-    bytes it is sent a 1013 close and, if it still does not go, aborted — the other
-    subscribers never wait for it and the node's memory stays bounded.
+    Frames written in one event-loop turn are joined and sent together when the turn
+    ends (see Flusher). A client that stops reading lets the transport's buffer grow;
+    past ``max_buffer`` bytes it is sent a 1013 close and, if it still does not go,
+    aborted — the other subscribers never wait for it and the node's memory stays
+    bounded.
     """
 
-    __slots__ = ("closed", "kind", "max_buffer", "on_slow", "transport")
+    __slots__ = ("closed", "flusher", "kind", "max_buffer", "on_slow", "pending", "transport")
 
     def __init__(
         self,
@@ -41,21 +78,36 @@ class WsWire:
         transport: asyncio.Transport,
         max_buffer: int,
         on_slow: Callable[[], None] | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.kind = kind
         self.transport = transport
         self.max_buffer = max_buffer
         self.on_slow = on_slow
+        self.flusher = flusher if flusher is not None else Flusher()
+        self.pending: list[bytes] | None = None
         self.closed = False
 
     def write(self, data: bytes) -> None:
         if self.closed:
             return
+        pending = self.pending
+        if pending is None:
+            self.pending = [data]
+            self.flusher.add(self)
+        else:
+            pending.append(data)
+
+    def flush(self) -> None:
+        pending = self.pending
+        self.pending = None
+        if pending is None or self.closed:
+            return
         transport = self.transport
         if transport.get_write_buffer_size() > self.max_buffer:
             self._slow()
             return
-        transport.write(data)
+        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _slow(self) -> None:
         if self.on_slow is not None:
@@ -70,9 +122,17 @@ class WsWire:
         self.transport.abort()
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame and stop writing; the handler then ends the connection."""
+        """Send what is pending, a close frame, and stop writing; the handler then ends."""
         if self.closed:
             return
+        transport = self.transport
+        if (
+            self.pending is not None
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() <= self.max_buffer
+        ):
+            transport.write(b"".join(self.pending))
+        self.pending = None
         self.closed = True
         if not self.transport.is_closing():
             self.transport.write(close_frame(code, reason))

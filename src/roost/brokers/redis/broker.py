@@ -474,8 +474,10 @@ class RedisBroker:
             kind = reply[0]
             if kind == b"message":
                 channel, data = reply[1], reply[2]
+                # Anything arriving proves the subscription alive (a busy node may be
+                # far behind its own probe; that is a backlog, not a stall).
+                self._probe_seen = time.monotonic()
                 if channel == probe:
-                    self._probe_seen = time.monotonic()
                     continue
                 self._on_message(channel, data)
             elif kind == b"subscribe":
