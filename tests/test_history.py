@@ -198,3 +198,31 @@ async def test_history_down_refuses_to_send_silently(
         reply = await ch.push("new:msg", {"body": "lost?"})
         assert reply.status == "error"
         assert reply.response == {"reason": "temporarily unavailable"}
+
+
+async def test_memory_history_keeps_a_bounded_number_of_rooms() -> None:
+    from roost.brokers.memory import MemoryBroker, MemoryHub
+    from roost.protocol import Encoded
+    from roost.pubsub import Envelope, Position
+
+    hub = MemoryHub(max_topics=3)
+    broker = MemoryBroker(hub)
+    await broker.start("m", lambda e: None)
+    policy = HistoryPolicy()
+    first = await broker.publish_stored(Envelope("m", 0, "rooms:0", "e", Encoded.of({})), policy)
+    for i in range(1, 5):
+        await broker.publish_stored(Envelope("m", 0, f"rooms:{i}", "e", Encoded.of({})), policy)
+    assert list(hub.topics) == ["rooms:2", "rooms:3", "rooms:4"]
+    assert first.epoch is not None
+    # rooms:0 was dropped: a client that saw its offset 1 is told, not given a new room's 1.
+    back = await broker.history("rooms:0", Position(0, first.epoch), policy)
+    assert back.recovered is False and back.position.epoch != first.epoch
+    await broker.stop()
+
+
+def test_logs_never_show_a_redis_password() -> None:
+    from roost.brokers.redis.broker import _safe
+
+    assert _safe("redis://u:pw@h:1/0") == "redis://u:***@h:1/0"
+    assert _safe("redis://h:1/0?password=pw&db=2") == "redis://h:1/0?password=***&db=2"
+    assert "pw" not in _safe("rediss://:pw@h")

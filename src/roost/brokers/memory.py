@@ -3,14 +3,15 @@
 With no hub a node is alone and ``publish`` has nothing to do: PubSub already
 delivers locally. Brokers sharing a ``MemoryHub`` deliver to each other, which is how
 tests run several nodes in one process without Redis. History lives in a ring
-buffer per topic; its epoch is new every time the process starts.
+buffer per topic; its epoch is new every time the process starts (and for a room
+dropped to keep the number of rooms bounded).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
 from ..protocol import Encoded
@@ -30,13 +31,19 @@ from ..pubsub.history import (
 class _Topic:
     offset: int = 0
     messages: deque[StoredMessage] = field(default_factory=deque)
+    # New with every history: a process start, or the room dropped and begun again.
+    epoch: str = field(default_factory=lambda: os.urandom(6).hex())
 
 
 class MemoryHub:
-    def __init__(self) -> None:
+    """Shared state of in-process nodes. History keeps at most ``max_topics`` rooms,
+    the least recently written dropped first (memory stays bounded whatever room names
+    clients invent)."""
+
+    def __init__(self, max_topics: int = 10_000) -> None:
         self.brokers: list[MemoryBroker] = []
-        self.epoch = os.urandom(6).hex()
-        self.topics: dict[str, _Topic] = {}
+        self.topics: OrderedDict[str, _Topic] = OrderedDict()
+        self.max_topics = max_topics
 
 
 class MemoryBroker:
@@ -75,23 +82,33 @@ class MemoryBroker:
     # -- history -----------------------------------------------------------------------
     async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
         """Store and publish; return the envelope with its offset (PubSub delivers it)."""
-        state = self.hub.topics.setdefault(envelope.topic, _Topic())
+        topics = self.hub.topics
+        state = topics.get(envelope.topic)
+        if state is None:
+            state = topics[envelope.topic] = _Topic()
+            while len(topics) > self.hub.max_topics:
+                # A dropped room's epoch effectively changes: its offsets restart.
+                topics.popitem(last=False)
+        else:
+            topics.move_to_end(envelope.topic)
         state.offset += 1
         payload = with_offset(envelope.payload.data, state.offset)
         now = int(time.time() * 1000)
         state.messages.append(StoredMessage(state.offset, envelope.event, payload, now))
         _trim(state, policy, now)
-        stored = replace(
-            envelope, payload=Encoded(payload), offset=state.offset, epoch=self.hub.epoch
-        )
+        stored = replace(envelope, payload=Encoded(payload), offset=state.offset, epoch=state.epoch)
         await self.publish(stored)
         return stored
 
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
-        state = self.hub.topics.get(topic) or _Topic()
+        state = self.hub.topics.get(topic)
+        if state is None:  # remembered from the first read on, so the epoch holds
+            state = self.hub.topics[topic] = _Topic()
+            while len(self.hub.topics) > self.hub.max_topics:
+                self.hub.topics.popitem(last=False)
         now = int(time.time() * 1000)
         return recover_from(
-            since, Position(state.offset, self.hub.epoch), list(state.messages), policy, now
+            since, Position(state.offset, state.epoch), list(state.messages), policy, now
         )
 
 

@@ -170,7 +170,7 @@ class Socket:
         topic = msg.topic
         old = self.channels.get(topic)
         if old is not None:
-            log.info("duplicate join topic=%s: closing the existing channel", topic)
+            log.debug("duplicate join topic=%s: closing the existing channel", topic)
             await self._close_channel(old, "replaced")
         cls = self.endpoint.router.match(topic)
         if cls is None:

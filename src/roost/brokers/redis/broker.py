@@ -623,10 +623,17 @@ def _text(value: Any) -> str:
 
 
 def _safe(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
+    """The URL without its password (in the user info or the query), for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user + ':***@' if user else '***@'}{host}"
+    base, q, query = rest.partition("?")
+    if q:
+        parts = [
+            f"{key}=***" if key.lower() in ("password", "pass", "pwd") else f"{key}{eq}{value}"
+            for key, eq, value in (item.partition("=") for item in query.split("&"))
+        ]
+        rest = base + "?" + "&".join(parts)
+    return f"{scheme}{sep}{rest}"
