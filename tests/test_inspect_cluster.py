@@ -383,7 +383,7 @@ def test_cluster_without_redis_server_says_how_to_get_one(tmp_path: Path) -> Non
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir}
     result = subprocess.run(
-        [sys.executable, "-m", "roost", "cluster", "--nodes", "2", "--base-port", str(free_port())],
+        [sys.executable, "-m", "roost", "cluster", "--nodes", "2", "--base-port", str(two_free_ports())],
         capture_output=True, text=True, env=env, timeout=20, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1, result
