@@ -382,8 +382,9 @@ async def test_cluster_stops_the_rest_when_a_node_dies(tmp_path: Path) -> None:
 def test_cluster_without_redis_server_says_how_to_get_one(tmp_path: Path) -> None:
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": bin_dir}
+    base = str(two_free_ports())
     result = subprocess.run(
-        [sys.executable, "-m", "roost", "cluster", "--nodes", "2", "--base-port", str(two_free_ports())],
+        [sys.executable, "-m", "roost", "cluster", "--nodes", "2", "--base-port", base],
         capture_output=True, text=True, env=env, timeout=20, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1, result
