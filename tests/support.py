@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,3 +143,12 @@ class RedisProcess:
 
 def start_redis(*extra: str, port: int | None = None) -> RedisProcess:
     return RedisProcess(port or free_port(), list(extra)).start()
+
+
+async def until(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait (polling) until ``pred()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,7 +29,7 @@ import pytest
 
 from roost.client import Client
 
-from support import ROOT, RedisProcess, ServerProcess, free_port, start_server, wait_http
+from support import ROOT, RedisProcess, ServerProcess, free_port, start_server, until, wait_http
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -283,14 +282,6 @@ def nginx_front(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Front]:
                 proc.wait()
         for node in nodes:
             node.stop()
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_websockets_through_nginx_reach_both_nodes_and_chat(nginx_front: Front) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -14,15 +13,7 @@ from roost.chat import create_endpoint
 from roost.client import Client
 from roost.pubsub import HistoryPolicy
 
-from support import RedisProcess
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from support import RedisProcess, until
 
 
 def make_endpoint(kind: str, node: str, redis: RedisProcess | None, policy: HistoryPolicy) -> Any:

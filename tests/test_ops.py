@@ -16,7 +16,7 @@ import pytest
 import roost
 from roost.client import Client
 
-from support import RedisProcess, ServerProcess, start_server
+from support import RedisProcess, ServerProcess, start_server, until
 
 
 def get(url: str) -> tuple[int, dict[str, Any]]:
@@ -42,14 +42,6 @@ def post(url: str, body: Any, key: str | None) -> tuple[int, dict[str, Any]]:
             return err.code, json.loads(raw or b"{}")
         except json.JSONDecodeError:
             return err.code, {"text": raw.decode(errors="replace")}
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

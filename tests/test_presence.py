@@ -15,17 +15,9 @@ import pytest
 
 from roost.client import Client
 
-from support import RedisProcess, ServerProcess, start_server
+from support import RedisProcess, ServerProcess, start_server, until
 
 JS = Path(__file__).resolve().parent / "js"
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Watcher:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from roost.client import Client
 
-from support import RedisProcess, ServerProcess, free_port, start_server
+from support import RedisProcess, ServerProcess, free_port, start_server, until
 
 JS = Path(__file__).resolve().parent / "js"
 
@@ -41,14 +40,6 @@ def cluster(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in started:
         server.stop()
-
-
-async def until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("mode", ["topic", "global"])

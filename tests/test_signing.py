@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any
-
 import msgpack
 import redis.asyncio as aioredis
 
@@ -13,16 +9,9 @@ from roost.brokers.redis import RedisBroker
 from roost.protocol import Encoded
 from roost.pubsub import Envelope, HistoryPolicy, Position
 
-from support import RedisProcess
+from support import RedisProcess, until
 
 KEY = b"s3cret-signing-key"
-
-
-async def until(pred: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_forged_and_wrong_key_envelopes_are_dropped(redis_server: RedisProcess) -> None:

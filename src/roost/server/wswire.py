@@ -48,7 +48,7 @@ class Flusher:
     def flush(self) -> None:
         self.scheduled = False
         dirty, self.dirty = self.dirty, []
-        for wire in dirty:  # WsWire.flush, inlined: this loop runs once per subscriber
+        for wire in dirty:  # once per subscriber with something pending: kept flat
             pending = wire.pending
             wire.pending = None
             if pending is None or wire.closed:
@@ -97,17 +97,6 @@ class WsWire:
             self.flusher.add(self)
         else:
             pending.append(data)
-
-    def flush(self) -> None:
-        pending = self.pending
-        self.pending = None
-        if pending is None or self.closed:
-            return
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.max_buffer:
-            self._slow()
-            return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _slow(self) -> None:
         if self.on_slow is not None:
