@@ -683,3 +683,180 @@ def cluster_command(
 
     cluster = Cluster(nodes, redis_url, base_port, host, pubsub_mode, serve_args)
     sys.exit(cluster.run())
+
+
+def _run_scenario(name: str, run: Any, table: Any, plot: Any, out: str, timeout: float) -> None:
+    """Run a bench scenario (``run(say)``), print its table, write JSON + PNG.
+
+    Everything the scenario started is stopped by the scenario itself, whatever happens;
+    here Ctrl-C and the time bound become an exit status.
+    """
+    from pathlib import Path
+
+    from .bench.harness import write_results
+
+    use_uvloop()
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        result = run(say)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything started was stopped", err=True)
+        sys.exit(130)
+    except TimeoutError:
+        click.echo(f"timed out after {timeout:g} s; everything started was stopped", err=True)
+        sys.exit(1)
+    for line in table(result):
+        click.echo(line)
+    click.echo(write_results(Path(out), name, result, plot))
+
+
+@bench.command("rooms")
+@click.option("--rooms", "n_rooms", default=1000, show_default=True, help="Rooms.")
+@click.option("--members", default=10, show_default=True, help="Members per room.")
+@click.option("--messages", default=30, show_default=True, help="Broadcasts per room per round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option(
+    "--split", default=0.2, show_default=True, help="Share of rooms with members on both nodes."
+)
+@click.option("--publishers", default=2, show_default=True, help="Publishing sockets per node.")
+@click.option("--modes", default="global,topic", show_default=True, help="Comma list.")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_rooms(
+    n_rooms: int,
+    members: int,
+    messages: int,
+    rounds: int,
+    split: float,
+    publishers: int,
+    modes: str,
+    redis_url: str | None,
+    timeout: float,
+    out: str,
+) -> None:
+    """Rooms over two nodes: throughput and per-node Redis bytes, global vs topic mode."""
+    from pathlib import Path
+
+    from .bench import rooms
+
+    cfg = rooms.Config(
+        rooms=n_rooms,
+        members=members,
+        messages=messages,
+        rounds=rounds,
+        split=split,
+        publishers=publishers,
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        redis_url=redis_url,
+        out=Path(out),
+    )
+    _run_scenario(
+        "rooms", lambda say: rooms.run(cfg, timeout, say), rooms.table, rooms.plot, out, timeout
+    )
+
+
+@bench.command("connections")
+@click.option("--clients", default=15_000, show_default=True, help="Capped by the fd limit.")
+@click.option("--room-size", default=10, show_default=True, help="Clients per room joined.")
+@click.option("--rest", default=10.0, show_default=True, help="Seconds of CPU measured at rest.")
+@click.option(
+    "--heartbeat",
+    default=30.0,
+    show_default=True,
+    help="Heartbeat interval per client in the second rest phase (0: skip it).",
+)
+@click.option("--concurrency", default=200, show_default=True, help="Handshakes in flight.")
+@click.option("--source-ips", default=0, show_default=True, help="127.0.0.x to use (0: auto).")
+@click.option("--timeout", default=600.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_connections(
+    clients: int,
+    room_size: int,
+    rest: float,
+    heartbeat: float,
+    concurrency: int,
+    source_ips: int,
+    timeout: float,
+    out: str,
+) -> None:
+    """Joined idle clients on one node: RSS per connection, join rate, CPU at rest."""
+    from pathlib import Path
+
+    from .bench import connections
+
+    cfg = connections.Config(
+        clients=clients,
+        room_size=room_size,
+        rest=rest,
+        heartbeat=heartbeat,
+        concurrency=concurrency,
+        source_ips=source_ips,
+        out=Path(out),
+    )
+    _run_scenario(
+        "connections",
+        lambda say: connections.run(cfg, timeout, say),
+        connections.table,
+        connections.plot,
+        out,
+        timeout,
+    )
+
+
+@bench.command("peers")
+@click.option("--setup", "do_setup", is_flag=True, help="Install the peers first (network).")
+@click.option("--clients", default=1000, show_default=True, help="Subscribers in the room.")
+@click.option("--messages", default=200, show_default=True, help="Most broadcasts per round.")
+@click.option("--min-messages", default=20, show_default=True, help="Fewest per round.")
+@click.option("--round-seconds", default=2.0, show_default=True, help="Aimed length of a round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--only", default="", help="Comma list of systems (default: all).")
+@click.option("--peers-dir", default=None, help="[default: bench/peers of the checkout]")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option("--timeout", default=1800.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_peers(
+    do_setup: bool,
+    clients: int,
+    messages: int,
+    min_messages: int,
+    round_seconds: float,
+    rounds: int,
+    only: str,
+    peers_dir: str | None,
+    redis_url: str | None,
+    timeout: float,
+    out: str,
+) -> None:
+    """The fanout workload on roost, the raw limit and the peers, in one run."""
+    from pathlib import Path
+
+    from .bench import peers
+
+    keys = tuple(k.strip() for k in only.split(",") if k.strip())
+    unknown = [k for k in keys if k not in peers.BY_KEY]
+    if unknown:
+        raise click.UsageError(f"unknown systems {unknown}; choose from {list(peers.BY_KEY)}")
+    cfg = peers.Config(
+        clients=clients,
+        messages=messages,
+        min_messages=min_messages,
+        rounds=rounds,
+        round_s=round_seconds,
+        only=keys,
+        peers_dir=Path(peers_dir) if peers_dir else None,
+        redis_url=redis_url,
+        out=Path(out),
+    )
+    _run_scenario(
+        "peers",
+        lambda say: peers.run(cfg, timeout, do_setup, say),
+        peers.table,
+        peers.plot,
+        out,
+        timeout,
+    )

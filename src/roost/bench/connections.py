@@ -320,6 +320,7 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     ax2.axhline(TARGET_KB, color="red", ls="--", label=f"target {TARGET_KB} KiB")
     for b, v in zip(bars, per, strict=True):
         ax2.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
+    ax2.set_ylim(0, max(*per, TARGET_KB) * 1.2)
     ax2.set_ylabel("KiB per connection")
     ax2.set_title("RSS per connection")
     ax2.legend(fontsize=8)
@@ -329,6 +330,7 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     ax3.axhline(TARGET_JOINS, color="red", ls="--", label=f"join target {TARGET_JOINS:,}/s")
     for b, v in zip(bars, rates, strict=True):
         ax3.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
+    ax3.set_ylim(0, max(*rates, TARGET_JOINS) * 1.2)
     cpu = res["cpu"]
     hb = cpu["heartbeat"]
     ax3.set_title(

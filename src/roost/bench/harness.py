@@ -197,7 +197,8 @@ def raise_nofile(wanted: int | None = None) -> tuple[int, int]:
     if hard == resource.RLIM_INFINITY and wanted is None:
         target = max(soft, 1 << 20)
     if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        with contextlib.suppress(ValueError, OSError):  # above fs.nr_open: keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
@@ -379,3 +380,29 @@ def pyplot() -> Any | None:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _clean(value: Any) -> Any:
+    """NaN (a process that vanished before its CPU was read) as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_results(
+    out: Path, name: str, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], bool]
+) -> str:
+    """``NAME.json`` and ``NAME.png`` under ``out``; returns what was written."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"{name}.json"
+    data.write_text(json.dumps(_clean(result), indent=2) + "\n")
+    png = out / f"{name}.png"
+    if plot(result, png):
+        return f"wrote {data} and {png}"
+    return f"wrote {data}; no plot: matplotlib is missing (pip install 'roost[bench]')"

@@ -506,36 +506,36 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     modes = list(res["modes"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.35
+    top = 0.0
     for j, mode in enumerate(modes):
         s = res["modes"][mode]["summary"]
-        ys = [(s["nodes"][n]["subscriber_bytes"] or 0) / 1e6 for n in NODES]
+        ys = [s["nodes"][n]["messages_received_est"] or 0 for n in NODES]
+        top = max(top, *ys)
         xs = [i + (j - 0.5) * width for i in range(len(NODES))]
         bars = ax1.bar(xs, ys, width, label=f"{mode} mode")
         for b, n in zip(bars, NODES, strict=True):
-            share = s["nodes"][n]["share_received"]
+            nd = s["nodes"][n]
+            share, nbytes = nd["share_received"], nd["subscriber_bytes"]
             if share is not None:
                 ax1.annotate(
-                    f"{share:.0%} of msgs",
+                    f"{share:.0%}\n{(nbytes or 0) / 1e6:.2f} MB",
                     (b.get_x() + b.get_width() / 2, b.get_height()),
                     ha="center",
                     va="bottom",
                     fontsize=8,
                 )
-    if "global" in res["modes"] and "topic" in res["modes"]:
-        g = res["modes"]["global"]["summary"]["nodes"]
-        t = res["modes"]["topic"]["summary"]["nodes"]
-        for i, n in enumerate(NODES):
-            gb = g[n]["subscriber_bytes"] or 0
-            scale = t[n]["share_expected"]
-            ax1.hlines(
-                gb * scale / 1e6, i - width, i + width, colors="black", linestyles="dotted",
-                label="its rooms' share of global" if i == 0 else None,
-            )  # fmt: skip
+    any_mode = res["modes"][modes[0]]["summary"]["nodes"]
+    for i, n in enumerate(NODES):
+        ax1.hlines(
+            any_mode[n]["messages_for_local_rooms"], i - width, i + width, colors="black",
+            linestyles="dotted", label="messages of its rooms" if i == 0 else None,
+        )  # fmt: skip
+    ax1.set_ylim(0, top * 1.3)
     ax1.set_xticks(range(len(NODES)))
     ax1.set_xticklabels(NODES)
-    ax1.set_ylabel("MB received from Redis per round")
-    ax1.set_title("per-node Redis bytes (subscriber connection)")
-    ax1.legend(fontsize=8)
+    ax1.set_ylabel("messages received from Redis per round")
+    ax1.set_title("per node: messages (and bytes) from Redis")
+    ax1.legend(fontsize=8, loc="upper center", ncol=3)
     ax1.grid(True, axis="y", alpha=0.3)
     rates = [res["modes"][m]["summary"]["deliveries_per_s"] or 0 for m in modes]
     bars = ax2.bar(modes, rates, color=["tab:blue", "tab:orange"][: len(modes)])

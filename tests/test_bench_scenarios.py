@@ -1,0 +1,52 @@
+"""The rooms and connections benchmarks run end to end (tiny sizes; no timing asserted).
+
+The peers scenario is not here: installing the peers needs the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "roost", "bench", *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_rooms_bench_runs(tmp_path: Path) -> None:
+    out = _bench(
+        tmp_path, "rooms", "--rooms", "20", "--members", "3", "--messages", "5", "--rounds", "1"
+    )
+    assert "deliveries/s" in out.stdout
+    res = json.loads((tmp_path / "rooms.json").read_text())
+    assert set(res["modes"]) == {"global", "topic"}
+    for mode in res["modes"].values():
+        assert mode["summary"]["lost"] == 0
+        assert mode["members"] == 60
+    # topic mode: each node gets the messages of its rooms only (12 of 20 rooms here)
+    for node in ("n1", "n2"):
+        share = res["modes"]["topic"]["summary"]["nodes"][node]["share_received"]
+        assert share is not None and 0.45 < share < 0.75, share
+
+
+def test_connections_bench_runs(tmp_path: Path) -> None:
+    out = _bench(tmp_path, "connections", "--clients", "200", "--rest", "0.5")
+    assert "RSS per connection" in out.stdout
+    res = json.loads((tmp_path / "connections.json").read_text())
+    assert res["clients"] == 200
+    assert res["node_metrics"].get("roost_channels_joined") == 200
+    assert res["kib_per_connection_joined"] > 0
+    assert res["joins_per_s"] > 0
