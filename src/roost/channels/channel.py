@@ -26,14 +26,24 @@ class Channel:
     #: broadcast events kept in the topic's history (each gets an ``offset``)
     history_events: ClassVar[frozenset[str]] = frozenset()
 
+    # Slots keep an idle joined channel small (a subclass may still add attributes).
+    __slots__ = ("_assigns", "join_ref", "joined", "socket", "subscribed", "topic", "wire")
+
     def __init__(self, socket: Socket, topic: str, join_ref: str | None) -> None:
         self.socket = socket
         self.topic = topic
         self.join_ref = join_ref
         self.wire: Wire = socket.wire
-        self.assigns: dict[str, Any] = dict(socket.assigns)
+        self._assigns: dict[str, Any] | None = None
         self.joined = False
         self.subscribed = False
+
+    @property
+    def assigns(self) -> dict[str, Any]:
+        """This channel's assigns: a copy of the socket's, made when first used."""
+        if self._assigns is None:
+            self._assigns = dict(self.socket.assigns)
+        return self._assigns
 
     # -- callbacks ----------------------------------------------------------------------
     async def join(self, payload: Any) -> Any:

@@ -64,6 +64,19 @@ class InvalidFrame(CloseSocket):
 
 
 class Socket:
+    __slots__ = (
+        "_joins",
+        "_limited",
+        "_pushes",
+        "assigns",
+        "channels",
+        "closed",
+        "endpoint",
+        "serializer",
+        "stats",
+        "wire",
+    )
+
     def __init__(self, endpoint: Endpoint, wire: Wire, assigns: dict[str, Any]) -> None:
         self.endpoint = endpoint
         self.wire = wire
@@ -71,9 +84,8 @@ class Socket:
         self.assigns = assigns
         self.channels: dict[str, Channel] = {}
         self.closed = False
-        limits = endpoint.limits
-        self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst)
-        self._joins = TokenBucket(limits.join_rate, limits.join_burst)
+        self._pushes: TokenBucket | None = None  # made on first use: idle sockets stay small
+        self._joins: TokenBucket | None = None
         self._limited = 0
         self.stats = endpoint.stats
 
@@ -133,7 +145,7 @@ class Socket:
             stats.leaves += 1
         else:
             stats.pushes += 1
-        if not (self._joins if event == PHX_JOIN else self._pushes).take():
+        if not self._bucket(event == PHX_JOIN).take():
             stats.rate_limited += 1
             self._limited += 1
             if self._limited >= self.endpoint.limits.abuse_limit:
@@ -165,6 +177,16 @@ class Socket:
             return
         if reply is not None:
             self.reply(channel.join_ref, msg.ref, topic, reply)
+
+    def _bucket(self, join: bool) -> TokenBucket:
+        limits = self.endpoint.limits
+        if join:
+            if self._joins is None:
+                self._joins = TokenBucket(limits.join_rate, limits.join_burst)
+            return self._joins
+        if self._pushes is None:
+            self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst)
+        return self._pushes
 
     async def _join(self, msg: Message) -> None:
         topic = msg.topic

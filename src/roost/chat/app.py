@@ -50,7 +50,8 @@ def make_connect(settings: ChatSettings) -> ConnectHook:
         if not token:
             if settings.require_token:
                 raise ConnectRefused("token required")
-            return {"user": params.get("user")}
+            user = params.get("user")
+            return {"user": user} if user is not None else {}
         if not settings.secret:
             raise ConnectRefused("tokens are not enabled on this server")
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from typing import Any
@@ -92,53 +93,75 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the handshake
         return ws
     stats = endpoint.stats
-
-    def slow() -> None:
-        stats.slow_consumers += 1
-
     wire = WsWire(
-        WS_KINDS[serializer.vsn], transport, limits.max_buffer, slow, request.app[FLUSHER_KEY]
+        WS_KINDS[serializer.vsn], transport, limits.max_buffer, stats, request.app[FLUSHER_KEY]
     )
     stats.connections_total += 1
     socket = Socket(endpoint, wire, assigns)
     endpoint.sockets.add(socket)
+    idle = IdleTimer(wire, limits.idle_timeout)
+    # The read loop lives here, not in a helper: every idle connection keeps this
+    # coroutine suspended, and each extra frame in the chain costs memory.
     try:
-        await _serve(ws, socket, wire, limits.idle_timeout)
+        while not wire.closed:
+            msg = await ws.receive()
+            idle.touch()
+            if msg.type is WSMsgType.TEXT:
+                opcode, data = TEXT, msg.data
+            elif msg.type is WSMsgType.BINARY:
+                opcode, data = BINARY, msg.data
+            elif msg.type is WSMsgType.ERROR:
+                _close_for_error(ws, wire, msg.data)
+                break
+            else:  # CLOSE, CLOSING, CLOSED
+                break
+            try:
+                await socket.handle(opcode, data)
+            except CloseSocket as exc:
+                log.info("closing socket code=%d: %s", exc.code, exc.reason)
+                wire.close(exc.code, exc.reason[:100])
+                break
+            except Exception:
+                log.exception("socket handler failed")
+                wire.close(CLOSE_INTERNAL, "internal error")
+                break
     finally:
+        idle.cancel()
         endpoint.sockets.discard(socket)
         await socket.close()
         wire.closed = True
     return ws
 
 
-async def _serve(
-    ws: web.WebSocketResponse, socket: Socket, wire: WsWire, idle_timeout: float
-) -> None:
-    while not wire.closed:
-        try:
-            msg = await ws.receive(timeout=idle_timeout)
-        except TimeoutError:
-            wire.close(CLOSE_GOING_AWAY, "idle timeout")
-            return
-        if msg.type is WSMsgType.TEXT:
-            opcode, data = TEXT, msg.data
-        elif msg.type is WSMsgType.BINARY:
-            opcode, data = BINARY, msg.data
-        elif msg.type is WSMsgType.ERROR:
-            _close_for_error(ws, wire, msg.data)
-            return
-        else:  # CLOSE, CLOSING, CLOSED
-            return
-        try:
-            await socket.handle(opcode, data)
-        except CloseSocket as exc:
-            log.info("closing socket code=%d: %s", exc.code, exc.reason)
-            wire.close(exc.code, exc.reason[:100])
-            return
-        except Exception:
-            log.exception("socket handler failed")
-            wire.close(CLOSE_INTERNAL, "internal error")
-            return
+class IdleTimer:
+    """Closes a socket that sent nothing for ``timeout`` seconds (1001).
+
+    One timer per socket, re-armed lazily: a frame only stores the time it arrived;
+    when the timer fires it either closes the socket or sets itself for the new
+    deadline. No timeout object per receive, nothing that walks all sockets.
+    """
+
+    __slots__ = ("handle", "last", "loop", "timeout", "wire")
+
+    def __init__(self, wire: WsWire, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.wire = wire
+        self.timeout = timeout
+        self.last = self.loop.time()
+        self.handle = self.loop.call_at(self.last + timeout, self._check)
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
+        deadline = self.last + self.timeout
+        if self.loop.time() >= deadline:
+            self.wire.close(CLOSE_GOING_AWAY, "idle timeout")
+        else:
+            self.handle = self.loop.call_at(deadline, self._check)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 
 def _close_for_error(ws: web.WebSocketResponse, wire: WsWire, exc: object) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
 
+from ..channels.endpoint import EndpointStats
 from ..protocol import V1, V2, ws_bytes
 from ..pubsub import WireKind
 
@@ -70,20 +70,20 @@ class WsWire:
     bounded.
     """
 
-    __slots__ = ("closed", "flusher", "kind", "max_buffer", "on_slow", "pending", "transport")
+    __slots__ = ("closed", "flusher", "kind", "max_buffer", "pending", "stats", "transport")
 
     def __init__(
         self,
         kind: WireKind,
         transport: asyncio.Transport,
         max_buffer: int,
-        on_slow: Callable[[], None] | None = None,
+        stats: EndpointStats | None = None,
         flusher: Flusher | None = None,
     ) -> None:
         self.kind = kind
         self.transport = transport
         self.max_buffer = max_buffer
-        self.on_slow = on_slow
+        self.stats = stats
         self.flusher = flusher if flusher is not None else Flusher()
         self.pending: list[bytes] | None = None
         self.closed = False
@@ -99,8 +99,8 @@ class WsWire:
             pending.append(data)
 
     def _slow(self) -> None:
-        if self.on_slow is not None:
-            self.on_slow()
+        if self.stats is not None:
+            self.stats.slow_consumers += 1
         log.warning("slow consumer disconnected buffer=%d", self.transport.get_write_buffer_size())
         self.close(SLOW_CONSUMER, "slow consumer")
         asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
