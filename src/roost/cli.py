@@ -510,6 +510,8 @@ def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     (path / "fanout.json").write_text(json.dumps(rows, indent=2))
+    if fanout.plot(rows, path / "fanout.png"):
+        click.echo(f"wrote {path / 'fanout.json'} and {path / 'fanout.png'}")
 
 
 @bench.command("crossnode")

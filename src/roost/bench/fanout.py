@@ -126,3 +126,31 @@ async def run(clients: list[int], messages: int, rounds: int) -> list[FanoutResu
         results.append(await run_raw(n, messages, rounds))
         results.append(await run_roost(n, messages, rounds))
     return results
+
+
+def plot(rows: list[dict[str, Any]], path: Any) -> bool:
+    """Bars: roost beside the raw limit for each subscriber count."""
+    from .harness import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{r['raw']['clients']:,} subscribers" for r in rows]
+    xs = list(range(len(rows)))
+    raw = [r["raw"]["median"] for r in rows]
+    ours = [r["roost"]["median"] for r in rows]
+    ax.bar([x - 0.2 for x in xs], raw, width=0.4, label="raw limit", color="tab:gray")
+    ax.bar([x + 0.2 for x in xs], ours, width=0.4, label="roost", color="tab:orange")
+    for x, r in zip(xs, rows, strict=True):
+        ax.annotate(f"{r['ratio']:.2f} x", (x + 0.2, r["roost"]["median"]), ha="center",
+                    va="bottom", fontsize=9)  # fmt: skip
+    ax.set_xticks(xs, labels)
+    ax.set_ylabel("deliveries/s (median of rounds)")
+    ax.set_title("fan-out: one node, one room, one pre-encoded frame per subscriber")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -46,7 +46,8 @@ def spawn(args: Sequence[str]) -> subprocess.Popen[bytes]:
 
 def roost_node(port: int, node: str, *extra: str) -> subprocess.Popen[bytes]:
     proc = spawn(
-        ["-m", "roost", "serve", "--bench", "--host", "127.0.0.1", "--port", str(port)]
+        ["-m", "roost", "serve", "--bench", "--idle-timeout", "3600", "--host", "127.0.0.1"]
+        + ["--port", str(port)]
         + ["--node", node, "--log-level", "warning", *extra]
     )
     wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -26,29 +26,30 @@ def close_frame(code: int, reason: str) -> bytes:
 
 
 class Flusher:
-    """Writes every wire's pending frames once per event-loop turn.
+    """Ends a "turn" of the event loop for every wire of a server.
 
-    A wire that gets several frames in one turn (a burst of broadcasts from Redis, a
-    reply and a broadcast) sends them in one ``transport.write`` — one syscall — at the
-    end of the turn instead of one per frame. One Flusher per server (per loop).
+    The first frame a wire gets in a turn is written at once (one broadcast at a time
+    costs what a bare ``transport.write`` costs). Frames after it in the same turn — a
+    burst of broadcasts from Redis, a reply and a broadcast — are held and written
+    together, one ``transport.write`` (one syscall), when the turn ends.
     """
 
-    __slots__ = ("dirty", "scheduled")
+    __slots__ = ("dirty", "scheduled", "turn")
 
     def __init__(self) -> None:
         self.dirty: list[WsWire] = []
         self.scheduled = False
+        self.turn = object()
 
-    def add(self, wire: WsWire) -> None:
-        self.dirty.append(wire)
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+    def schedule(self) -> None:
+        self.scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
+        self.turn = object()
         dirty, self.dirty = self.dirty, []
-        for wire in dirty:  # once per subscriber with something pending: kept flat
+        for wire in dirty:  # once per wire that got more than one frame: kept flat
             pending = wire.pending
             wire.pending = None
             if pending is None or wire.closed:
@@ -63,14 +64,23 @@ class Flusher:
 class WsWire:
     """Writes whole WebSocket frames to an asyncio transport, never blocking.
 
-    Frames written in one event-loop turn are joined and sent together when the turn
+    Frames after the first in one event-loop turn are joined and sent when the turn
     ends (see Flusher). A client that stops reading lets the transport's buffer grow;
     past ``max_buffer`` bytes it is sent a 1013 close and, if it still does not go,
     aborted — the other subscribers never wait for it and the node's memory stays
     bounded.
     """
 
-    __slots__ = ("closed", "flusher", "kind", "max_buffer", "pending", "stats", "transport")
+    __slots__ = (
+        "closed",
+        "flusher",
+        "kind",
+        "max_buffer",
+        "pending",
+        "stats",
+        "transport",
+        "turn",
+    )
 
     def __init__(
         self,
@@ -86,17 +96,29 @@ class WsWire:
         self.stats = stats
         self.flusher = flusher if flusher is not None else Flusher()
         self.pending: list[bytes] | None = None
+        self.turn: object = None
         self.closed = False
 
     def write(self, data: bytes) -> None:
         if self.closed:
             return
-        pending = self.pending
-        if pending is None:
-            self.pending = [data]
-            self.flusher.add(self)
-        else:
-            pending.append(data)
+        flusher = self.flusher
+        if self.turn is flusher.turn:  # not the first frame this turn: hold it
+            pending = self.pending
+            if pending is None:
+                self.pending = [data]
+                flusher.dirty.append(self)
+            else:
+                pending.append(data)
+            return
+        self.turn = flusher.turn
+        if not flusher.scheduled:
+            flusher.schedule()
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self._slow()
+            return
+        transport.write(data)
 
     def _slow(self) -> None:
         if self.stats is not None:
