@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support import RedisProcess, ServerProcess, start_server
+from support import RedisProcess, ServerProcess, free_port, start_server
 
 JS = Path(__file__).resolve().parent / "js"
 
@@ -29,8 +29,9 @@ def test_phoenix_longpoll_alternating_between_nodes(two_nodes: list[ServerProces
     node = shutil.which("node")
     assert node, "node is required (scripts/test installs nodejs)"
     l1, l2 = two_nodes
+    dead = f"ws://127.0.0.1:{free_port()}/socket"  # nothing listens: WebSocket fails
     out = subprocess.run(
-        [node, str(JS / "longpoll.mjs"), l1.ws_url, l2.ws_url],
+        [node, str(JS / "longpoll.mjs"), l1.ws_url, l2.ws_url, dead],
         capture_output=True,
         text=True,
         timeout=60,
@@ -38,6 +39,7 @@ def test_phoenix_longpoll_alternating_between_nodes(two_nodes: list[ServerProces
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout)
     assert all(count >= 3 for count in result["perHost"].values()), result
+    assert any("falling back to LongPoll" in line for line in result["fallbackLog"]), result
     for server in two_nodes:
         assert "Traceback" not in server.log()
 

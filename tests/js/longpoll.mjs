@@ -1,7 +1,9 @@
 // phoenix.js with transport LongPoll, every HTTP request alternating between two nodes
 // (a round-robin balancer with no stickiness), chatting with a WebSocket user.
-//   node longpoll.mjs ws://127.0.0.1:P1/socket ws://127.0.0.1:P2/socket
+//   node longpoll.mjs ws://127.0.0.1:P1/socket ws://127.0.0.1:P2/socket [ws://127.0.0.1:DEAD/socket]
+// With the third URL (a port nothing listens on) it also checks longPollFallbackMs.
 import { createRequire } from "node:module";
+import WebSocket from "ws";
 import { loadPhoenix, run, check, waitUntil, replyOf, openSocket, randomSuffix, fail } from "./lib.mjs";
 
 const url1 = process.argv[2];
@@ -52,6 +54,34 @@ run(async () => {
   const order = wsSeen.filter((p) => p.user === "polly").map((p) => p.body);
   check(JSON.stringify(order) === JSON.stringify([0, 1, 2, 3, 4].map((i) => `lp ${i}`)), `order: ${order}`);
   lp.disconnect();
+
+  // longPollFallbackMs: WebSocket cannot connect (nothing listens on that port), so the client
+  // falls back to LongPoll by itself — its requests land on the two nodes like above.
+  const deadUrl = process.argv[4];
+  let fallbackLog = [];
+  if (deadUrl) {
+    const store = new Map();
+    const sessionStorage = {
+      getItem: (k) => (store.has(k) ? store.get(k) : null),
+      setItem: (k, v) => store.set(k, String(v)),
+      removeItem: (k) => store.delete(k),
+    };
+    const fb = new Socket(deadUrl, {
+      transport: WebSocket, longPollFallbackMs: 300, sessionStorage, params: { user: "fallback" },
+      timeout: 5000, logger: (kind, msg) => fallbackLog.push(`${kind}: ${msg}`),
+      reconnectAfterMs: () => 100,
+    });
+    fb.connect();
+    const fbChan = fb.channel(topic, { user: "fallback" });
+    const fbJoin = await replyOf(fbChan.join(), "fallback join");
+    check(fbJoin.status === "ok", `fallback join: ${JSON.stringify(fbJoin)}`);
+    check(fb.transport === LongPoll, "the fallback socket should be on LongPoll");
+    const r = await replyOf(fbChan.push("new:msg", { body: "via fallback" }), "fallback push");
+    check(r.status === "ok", `fallback push: ${JSON.stringify(r)}`);
+    await waitUntil(() => wsSeen.some((p) => p.body === "via fallback"), "ws user gets the fallback message");
+    fb.disconnect();
+    fallbackLog = fallbackLog.filter((l) => l.startsWith("transport")).slice(0, 5);
+  }
   ws.socket.disconnect();
-  return { perHost, lpJoinNode: lpJoin.response.node, received: lpSeen.length };
+  return { perHost, lpJoinNode: lpJoin.response.node, received: lpSeen.length, fallbackLog };
 });
