@@ -819,6 +819,12 @@ def bench_connections(
 @click.option("--only", default="", help="Comma list of systems (default: all).")
 @click.option("--peers-dir", default=None, help="[default: bench/peers of the checkout]")
 @click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option(
+    "--cross-node",
+    is_flag=True,
+    help="Two instances per system on one Redis: subscribers on 2, trigger on 1 "
+    "(only the systems that go through Redis).",
+)
 @click.option("--timeout", default=1800.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
 def bench_peers(
@@ -831,10 +837,14 @@ def bench_peers(
     only: str,
     peers_dir: str | None,
     redis_url: str | None,
+    cross_node: bool,
     timeout: float,
     out: str,
 ) -> None:
-    """The fanout workload on roost, the raw limit and the peers, in one run."""
+    """The fanout workload on roost, the raw limit and the peers, in one run.
+
+    With --cross-node, each system runs as two instances on one Redis (written as
+    peers-crossnode.json/png)."""
     from pathlib import Path
 
     from .bench import peers
@@ -853,9 +863,10 @@ def bench_peers(
         peers_dir=Path(peers_dir) if peers_dir else None,
         redis_url=redis_url,
         out=Path(out),
+        cross_node=cross_node,
     )
     _run_scenario(
-        "peers",
+        "peers-crossnode" if cross_node else "peers",
         lambda say: peers.run(cfg, timeout, do_setup, say),
         peers.table,
         peers.plot,

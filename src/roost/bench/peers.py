@@ -28,6 +28,12 @@ learnt from one calibration message (every client must get the same bytes).
 M is chosen per server from a warm-up round so that a round takes about ``round_s``
 seconds (between ``min_messages`` and ``messages``): the slowest peers would otherwise
 take minutes per round.
+
+``cross_node`` (scenario 2's shape): every system that goes through Redis runs as two
+instances on the same private Redis (roost: two ``roost serve --bench --redis`` nodes,
+topic mode; a peer: two server processes on different ports); the subscribers join
+instance 2, the trigger fires on instance 1, and deliveries are counted on instance 2.
+The raw limit and roost's memory broker have no second node and are left out.
 """
 
 from __future__ import annotations
@@ -111,6 +117,25 @@ class Config:
     peers_dir: Path | None = None
     redis_url: str | None = None
     out: Path = Path("bench-out")
+    cross_node: bool = False
+
+
+def systems_for(cfg: Config) -> list[System]:
+    """The systems a run measures: ``--only``, and only the Redis ones across nodes."""
+    return [
+        s
+        for s in SYSTEMS
+        if (not cfg.only or s.key in cfg.only) and (s.redis or not cfg.cross_node)
+    ]
+
+
+CROSS_LABELS = {"roost-redis": "roost + Redis (two nodes, topic mode)"}
+
+
+def label_for(system: System, cfg: Config) -> str:
+    if cfg.cross_node:
+        return CROSS_LABELS.get(system.key, system.label + ", two instances")
+    return system.label
 
 
 def default_peers_dir() -> Path:
@@ -338,13 +363,16 @@ async def _http_fire(port: int) -> tuple[Fire, Callable[[], Awaitable[None]]]:
 
 
 async def start_system(
-    system: System, cfg: Config, peers: Path, redis_url: str | None, group: Group
-) -> Running:
+    system: System, cfg: Config, peers: Path, redis_url: str | None, group: Group,
+    name: str | None = None,
+) -> Running:  # fmt: skip
+    """Start one instance of ``system``, known to ``group`` as ``name`` (default its key)."""
+    name = name or system.key
     port = free_port()
-    log = cfg.out / f"peers-{system.key}.log"
+    log = cfg.out / f"peers-{name}.log"
     if system.key in ("roost", "roost-redis"):
         extra = ["--redis", str(redis_url), "--pubsub-mode", "topic"] if system.redis else []
-        start_roost(group, port, system.key, log, *extra)
+        start_roost(group, port, name, log, *extra)
         from ..client import Client
 
         client = Client(f"ws://127.0.0.1:{port}/socket")
@@ -358,7 +386,7 @@ async def start_system(
             if not reply.ok:
                 raise RuntimeError(f"fire refused: {reply.response}")
 
-        return Running(port, {"server": group.pids[system.key]}, fire_push, client.close)
+        return Running(port, {"server": group.pids[name]}, fire_push, client.close)
 
     py = str(peers / ".venv" / "bin" / "python")
     assert redis_url is not None or system.key == "raw"
@@ -376,7 +404,7 @@ async def start_system(
         args = [py, str(peers / "broadcaster_server.py"), str(port), str(redis_url)]
     else:
         raise ValueError(system.key)
-    proc = group.popen(system.key, args, log, cwd=peers if system.needs else None)
+    proc = group.popen(name, args, log, cwd=peers if system.needs else None)
     try:
         if system.key == "raw":
             await asyncio.to_thread(_wait_port, port)
@@ -388,6 +416,28 @@ async def start_system(
         raise RuntimeError(f"exited with {proc.returncode}: {_tail(log)}")
     fire, close = await _http_fire(port)
     return Running(port, {"server": proc.pid}, fire, close)
+
+
+async def start_pair(
+    system: System, cfg: Config, peers: Path, redis_url: str | None, group: Group
+) -> tuple[Running, list[str]]:
+    """Two instances on one Redis: the subscribers' port is instance 2's, the trigger
+    instance 1's; CPU is metered on both (``server`` is instance 2, which delivers)."""
+    n1 = await start_system(system, cfg, peers, redis_url, group, f"{system.key}-n1")
+    try:
+        n2 = await start_system(system, cfg, peers, redis_url, group, f"{system.key}-n2")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(n1.close(), 5)
+        raise
+
+    async def close() -> None:
+        for r in (n1, n2):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.close(), 5)
+
+    pids = {"server": n2.pids["server"], "server n1": n1.pids["server"]}
+    return Running(n2.port, pids, n1.fire, close), [f"{system.key}-n1", f"{system.key}-n2"]
 
 
 def _wait_port(port: int) -> None:
@@ -459,7 +509,11 @@ async def measure_system(
 ) -> dict[str, Any]:  # fmt: skip
     if redis_url is not None and system.redis:
         await asyncio.to_thread(_flush, redis_url)
-    run = await start_system(system, cfg, peers, redis_url if system.redis else None, group)
+    url = redis_url if system.redis else None
+    if cfg.cross_node:
+        run, names = await start_pair(system, cfg, peers, url, group)
+    else:
+        run, names = await start_system(system, cfg, peers, url, group), [system.key]
     tally = Tally()
     clients: list[CountingClient] = []
     try:
@@ -483,10 +537,12 @@ async def measure_system(
         for i in range(cfg.rounds):
             r = await _round(run, clients, tally, flen, m, pids)
             rounds.append(r)
+            n1 = r["cpu"].get("server n1")
             say(
                 f"{system.key} round {i + 1}/{cfg.rounds}: {r['deliveries_per_s'] or 0:,.0f} "
-                f"deliveries/s (server CPU {r['cpu'].get('server', 0):.0%}, "
-                f"client {r['cpu'].get('bench client', 0):.0%})"
+                f"deliveries/s (server CPU {r['cpu'].get('server', 0):.0%}"
+                + ("" if n1 is None else f", instance 1 {n1:.0%}")
+                + f", client {r['cpu'].get('bench client', 0):.0%})"
                 + ("" if r["complete"] else f", LOST {r['lost']}")
             )
             await asyncio.sleep(0.2)
@@ -495,12 +551,13 @@ async def measure_system(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(run.close(), 5)
         await asyncio.sleep(0.3)
-        group.stop(system.key)
+        for name in names:
+            group.stop(name)
     rates = [r["deliveries_per_s"] for r in rounds if r["deliveries_per_s"]]
     cpu_keys = rounds[0]["cpu"].keys()
     return {
         "system": system.key,
-        "label": system.label,
+        "label": label_for(system, cfg),
         "status": "ok",
         "clients": cfg.clients,
         "frame_bytes": flen,
@@ -535,7 +592,7 @@ def run(
     cfg: Config, timeout: float, do_setup: bool, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
     peers = cfg.peers_dir or default_peers_dir()
-    systems = [s for s in SYSTEMS if not cfg.only or s.key in cfg.only]
+    systems = systems_for(cfg)
     failures: dict[str, str | None] = {"python": None, "node": None}
     if do_setup:
         failures = setup(peers, say)
@@ -580,6 +637,13 @@ def run(
         "scenario": "peers",
         "config": {
             "clients": cfg.clients,
+            "cross_node": cfg.cross_node,
+            "layout": (
+                "two instances per system on one Redis: subscribers on instance 2, "
+                "trigger on instance 1"
+                if cfg.cross_node
+                else "one instance per system"
+            ),
             "rooms": 1,
             "max_messages_per_round": cfg.messages,
             "min_messages_per_round": cfg.min_messages,
@@ -645,17 +709,28 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(res: dict[str, Any]) -> list[str]:
     cfg = res["config"]
+    cross = bool(cfg.get("cross_node"))
     lines = [
-        f"peers: one room, {cfg['clients']} subscribers, small chat messages; median of "
-        f"{cfg['rounds']} rounds; same counting clients for every server",
-        f"{'server':<52} | {'deliveries/s':>12} | {'msgs/rnd':>8} | {'frame':>5} | "
-        f"{'lost':>5} | {'server CPU':>10} | {'client CPU':>10} | {'roost/x':>7} | "
-        f"{'roost+Redis/x':>13}",
+        f"peers{' --cross-node' if cross else ''}: one room, {cfg['clients']} subscribers, "
+        f"small chat messages; median of {cfg['rounds']} rounds; same counting clients for "
+        "every server"
+        + (
+            "; two instances per system on one Redis, subscribers on instance 2, trigger "
+            "on instance 1 (server CPU = instance 2, n1 CPU = instance 1)"
+            if cross
+            else ""
+        ),
+        f"{'server':<64} | {'deliveries/s':>12} | {'msgs/rnd':>8} | {'frame':>5} | "
+        f"{'lost':>5} | {'server CPU':>10} | "
+        + (f"{'n1 CPU':>6} | " if cross else "")
+        + f"{'client CPU':>10} | "
+        + ("" if cross else f"{'roost/x':>7} | ")
+        + f"{'roost+Redis/x':>13}",
     ]
     rat = res["ratios"]
     for r in res["systems"]:
         if r["status"] != "ok":
-            lines.append(f"{r['label']:<52} | skipped: {r['reason']}")
+            lines.append(f"{r['label']:<64} | skipped: {r['reason']}")
             continue
         cells = []
         for ours in ("roost", "roost-redis"):
@@ -663,9 +738,12 @@ def table(res: dict[str, Any]) -> list[str]:
             cells.append("-" if x is None else f"{x['ratio']:.2f}")
         cpu = r["cpu"]
         lines.append(
-            f"{r['label']:<52} | {r['median']:>12,.0f} | {r['messages_per_round']:>8} | "
+            f"{r['label']:<64} | {r['median']:>12,.0f} | {r['messages_per_round']:>8} | "
             f"{r['frame_bytes']:>5} | {r['lost']:>5} | {cpu.get('server', 0):>10.0%} | "
-            f"{cpu.get('bench client', 0):>10.0%} | {cells[0]:>7} | {cells[1]:>13}"
+            + (f"{cpu.get('server n1', 0):>6.0%} | " if cross else "")
+            + f"{cpu.get('bench client', 0):>10.0%} | "
+            + ("" if cross else f"{cells[0]:>7} | ")
+            + f"{cells[1]:>13}"
         )
     for ours in ("roost", "roost-redis"):
         row = rat.get(ours, {})
@@ -674,7 +752,7 @@ def table(res: dict[str, Any]) -> list[str]:
             for k, v in row.items()
             if "target" in v
         ]
-        if parts:
+        if parts and not cross:  # the targets are scenario 1's (one node)
             lines.append(f"targets, {ours}: " + "; ".join(parts))
     return lines
 
@@ -705,7 +783,11 @@ def plot(res: dict[str, Any], path: Path) -> bool:
         )
     ax.set_xlim(0, top * 1.5)
     ax.set_xlabel("deliveries/s (median of rounds; range in brackets)")
-    ax.set_title(f"fan-out to {res['config']['clients']} subscribers in one room, same clients")
+    cross = res["config"].get("cross_node")
+    where = "\ntwo instances on one Redis: trigger on 1, subscribers on 2" if cross else ""
+    ax.set_title(
+        f"fan-out to {res['config']['clients']} subscribers in one room, same clients{where}"
+    )
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
