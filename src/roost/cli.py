@@ -213,6 +213,13 @@ def main() -> None:
     help="Seconds a message stays in history.",
 )
 @click.option(
+    "--presence-batch",
+    envvar="ROOST_PRESENCE_BATCH",
+    default=0.05,
+    show_default=True,
+    help="Seconds over which a room's presence changes are merged into one diff (0: none).",
+)
+@click.option(
     "--presence-timeout",
     envvar="ROOST_PRESENCE_TIMEOUT",
     default=30.0,
@@ -269,6 +276,7 @@ def serve(
     history_size: int,
     history_ttl: float,
     presence_timeout: float,
+    presence_batch: float,
     echo: bool,
     bench: bool,
 ) -> None:
@@ -324,6 +332,7 @@ def serve(
         limits=limits,
         history=HistoryPolicy(max_len=history_size, max_age=history_ttl),
         presence_timeout=presence_timeout,
+        presence_batch=presence_batch,
         settings=ChatSettings(
             secret=secret,
             require_token=require_token,

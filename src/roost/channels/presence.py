@@ -15,6 +15,7 @@ when it ends.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import logging
@@ -40,11 +41,24 @@ STATE = "presence_state"
 
 
 class Presence:
-    def __init__(self, pubsub: PubSub, store: PresenceStore | None = None) -> None:
+    """Tracks presences in a store and broadcasts their changes.
+
+    Diffs are batched per topic over ``batch`` seconds (0: each change at once): when N
+    clients join a room together, the room gets one diff with N joins instead of N
+    diffs — N frames per member rather than N². phoenix.js applies a diff's joins
+    before its leaves and matches metas by phx_ref, so merging is safe.
+    """
+
+    def __init__(
+        self, pubsub: PubSub, store: PresenceStore | None = None, batch: float = 0.05
+    ) -> None:
         self.pubsub = pubsub
         self.store: PresenceStore = store or MemoryPresenceStore()
+        self.batch = batch
         # channel → {key: [ref, ...]} for what this node tracked
         self._tracked: dict[Channel, dict[str, list[str]]] = {}
+        self._batches: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.store.start(self.pubsub.node, self._changed)
@@ -54,6 +68,10 @@ class Presence:
         for channel in list(self._tracked):
             with contextlib.suppress(Exception):
                 await self.untrack(channel)
+        for topic in list(self._batches):
+            self._flush(topic)
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=5)
         await self.store.stop()
 
     @property
@@ -129,7 +147,28 @@ class Presence:
     ) -> None:
         if not joins and not leaves:
             return
-        payload = {"joins": group(joins or []), "leaves": group(leaves or [])}
+        if self.batch <= 0:
+            await self._send(topic, joins or [], leaves or [])
+            return
+        pending = self._batches.get(topic)
+        if pending is None:
+            pending = self._batches[topic] = ([], [])
+            asyncio.get_running_loop().call_later(self.batch, self._flush, topic)
+        pending[0].extend(joins or [])
+        pending[1].extend(leaves or [])
+
+    def _flush(self, topic: str) -> None:
+        pending = self._batches.pop(topic, None)
+        if pending is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(topic, *pending))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, topic: str, joins: builtins.list[Entry], leaves: builtins.list[Entry]
+    ) -> None:
+        payload = {"joins": group(joins), "leaves": group(leaves)}
         try:
             await self.pubsub.broadcast(topic, DIFF, payload)
         except Exception:

@@ -71,6 +71,7 @@ def create_endpoint(
     limits: Limits | None = None,
     history: HistoryPolicy | None = None,
     presence_timeout: float = 30.0,
+    presence_batch: float = 0.05,
     settings: ChatSettings | None = None,
     origins: OriginPolicy | None = None,
 ) -> Endpoint:
@@ -98,5 +99,5 @@ def create_endpoint(
         origins=origins or OriginPolicy(),
         limits=limits or Limits(),
         history=history or HistoryPolicy(),
-        presence=Presence(pubsub, store),
+        presence=Presence(pubsub, store, batch=presence_batch),
     )
