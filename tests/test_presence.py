@@ -157,3 +157,22 @@ def test_phoenix_js_presence_same_list_on_two_nodes(three_nodes: list[ServerProc
     assert [e["key"] for e in result["both"]["alice"]] == ["alice", "bob", "carol"]
     carol = next(e for e in result["both"]["alice"] if e["key"] == "carol")
     assert carol["nodes"] == ["p1", "p2"]
+
+
+async def test_a_join_storm_is_batched(local_server: Any) -> None:
+    server = await local_server(join_rate=0, msg_rate=0)
+    async with Watcher(server.ws_url, "rooms:storm", "watcher") as w:
+        await until(lambda: w.online() == {"watcher": 1})
+        before = len(w.diffs)
+        clients = [Client(server.ws_url) for _ in range(30)]
+        try:
+            await asyncio.gather(*(c.connect() for c in clients))
+            await asyncio.gather(
+                *(c.channel("rooms:storm", {"user": f"u{i}"}).join() for i, c in enumerate(clients))
+            )
+            await until(lambda: len(w.online()) == 31, what="30 joins")
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+        diffs = len(w.diffs) - before
+        assert diffs < 30, diffs  # merged: far fewer diffs than joins
+        await until(lambda: w.online() == {"watcher": 1}, what="30 leaves")
