@@ -1,0 +1,310 @@
+"""``roost bench``: the benchmark commands (each scenario's code is in its own module)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from ..cli_support import use_uvloop
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks on loopback, reported as ratios against a baseline run alongside."""
+
+
+@bench.command("fanout")
+@click.option("--clients", "clients", default="1000", show_default=True, help="Comma list.")
+@click.option("--messages", default=200, show_default=True, help="Broadcasts per round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON results.")
+def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
+    """One node, one room: deliveries/s beside the raw transport limit."""
+    import json
+    from pathlib import Path
+
+    from . import fanout
+
+    use_uvloop()
+    counts = [int(c) for c in clients.split(",")]
+    results = asyncio.run(fanout.run(counts, messages, rounds))
+    rows = []
+    for raw, roost in zip(results[::2], results[1::2], strict=True):
+        ratio = roost.median / raw.median
+        rows.append({"raw": raw.as_dict(), "roost": roost.as_dict(), "ratio": ratio})
+        click.echo(
+            f"{raw.clients:>6} subscribers  raw {raw.median:>10,.0f}/s  "
+            f"roost {roost.median:>10,.0f}/s  roost/raw {ratio:.2f}"
+        )
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fanout.json").write_text(json.dumps(rows, indent=2))
+    if fanout.plot(rows, path / "fanout.png"):
+        click.echo(f"wrote {path / 'fanout.json'} and {path / 'fanout.png'}")
+
+
+@bench.command("crossnode")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option(
+    "--rates",
+    default="1000,5000,20000",
+    show_default=True,
+    help="Publish rates (msg/s), comma list.",
+)
+@click.option("--duration", default=3.0, show_default=True, help="Seconds per rate.")
+@click.option("--subscribers", default=100, show_default=True, help="Counting clients on n2.")
+@click.option("--rounds", default=3, show_default=True, help="Rounds per rate (median shown).")
+@click.option(
+    "--saturation-messages",
+    default=10_000,
+    show_default=True,
+    help="Unpaced broadcasts for the saturation run (5x as many for bare Redis).",
+)
+@click.option(
+    "--pubsub-mode", type=click.Choice(["topic", "global"]), default="topic", show_default=True
+)
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_crossnode(
+    redis_url: str | None,
+    rates: str,
+    duration: float,
+    subscribers: int,
+    rounds: int,
+    saturation_messages: int,
+    pubsub_mode: str,
+    timeout: float,
+    out: str,
+) -> None:
+    """Two nodes on Redis: latency and deliveries/s n1 -> n2 beside bare redis-py."""
+    import json
+    from pathlib import Path
+
+    from . import crossnode
+
+    use_uvloop()
+    path = Path(out)
+    cfg = crossnode.Config(
+        rates=[int(r) for r in rates.split(",") if r.strip()],
+        duration=duration,
+        subscribers=subscribers,
+        rounds=rounds,
+        saturation=saturation_messages,
+        redis_url=redis_url,
+        mode=pubsub_mode,
+        out=path,
+    )
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        result = crossnode.run(cfg, timeout, say)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything started was stopped", err=True)
+        sys.exit(130)
+    except TimeoutError:
+        click.echo(f"timed out after {timeout:g} s; everything started was stopped", err=True)
+        sys.exit(1)
+    for line in crossnode.table(result):
+        click.echo(line)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "crossnode.json").write_text(json.dumps(result.as_dict(), indent=2))
+    if crossnode.plot(result, path / "crossnode.png"):
+        click.echo(f"wrote {path / 'crossnode.json'} and {path / 'crossnode.png'}")
+    else:
+        click.echo(
+            f"wrote {path / 'crossnode.json'}; no plot: matplotlib is missing "
+            "(pip install 'roost[bench]')"
+        )
+
+
+def _run_scenario(name: str, run: Any, table: Any, plot: Any, out: str, timeout: float) -> None:
+    """Run a bench scenario (``run(say)``), print its table, write JSON + PNG.
+
+    Everything the scenario started is stopped by the scenario itself, whatever happens;
+    here Ctrl-C and the time bound become an exit status.
+    """
+    from pathlib import Path
+
+    from .harness import write_results
+
+    use_uvloop()
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        result = run(say)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything started was stopped", err=True)
+        sys.exit(130)
+    except TimeoutError:
+        click.echo(f"timed out after {timeout:g} s; everything started was stopped", err=True)
+        sys.exit(1)
+    for line in table(result):
+        click.echo(line)
+    click.echo(write_results(Path(out), name, result, plot))
+
+
+@bench.command("rooms")
+@click.option("--rooms", "n_rooms", default=1000, show_default=True, help="Rooms.")
+@click.option("--members", default=10, show_default=True, help="Members per room.")
+@click.option("--messages", default=30, show_default=True, help="Broadcasts per room per round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option(
+    "--split", default=0.2, show_default=True, help="Share of rooms with members on both nodes."
+)
+@click.option("--publishers", default=2, show_default=True, help="Publishing sockets per node.")
+@click.option("--modes", default="global,topic", show_default=True, help="Comma list.")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_rooms(
+    n_rooms: int,
+    members: int,
+    messages: int,
+    rounds: int,
+    split: float,
+    publishers: int,
+    modes: str,
+    redis_url: str | None,
+    timeout: float,
+    out: str,
+) -> None:
+    """Rooms over two nodes: throughput and per-node Redis bytes, global vs topic mode."""
+    from pathlib import Path
+
+    from . import rooms
+
+    cfg = rooms.Config(
+        rooms=n_rooms,
+        members=members,
+        messages=messages,
+        rounds=rounds,
+        split=split,
+        publishers=publishers,
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        redis_url=redis_url,
+        out=Path(out),
+    )
+    _run_scenario(
+        "rooms", lambda say: rooms.run(cfg, timeout, say), rooms.table, rooms.plot, out, timeout
+    )
+
+
+@bench.command("connections")
+@click.option("--clients", default=15_000, show_default=True, help="Capped by the fd limit.")
+@click.option("--room-size", default=10, show_default=True, help="Clients per room joined.")
+@click.option("--rest", default=10.0, show_default=True, help="Seconds of CPU measured at rest.")
+@click.option(
+    "--heartbeat",
+    default=30.0,
+    show_default=True,
+    help="Heartbeat interval per client in the second rest phase (0: skip it).",
+)
+@click.option("--concurrency", default=200, show_default=True, help="Handshakes in flight.")
+@click.option("--source-ips", default=0, show_default=True, help="127.0.0.x to use (0: auto).")
+@click.option("--timeout", default=600.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_connections(
+    clients: int,
+    room_size: int,
+    rest: float,
+    heartbeat: float,
+    concurrency: int,
+    source_ips: int,
+    timeout: float,
+    out: str,
+) -> None:
+    """Joined idle clients on one node: RSS per connection, join rate, CPU at rest."""
+    from pathlib import Path
+
+    from . import connections
+
+    cfg = connections.Config(
+        clients=clients,
+        room_size=room_size,
+        rest=rest,
+        heartbeat=heartbeat,
+        concurrency=concurrency,
+        source_ips=source_ips,
+        out=Path(out),
+    )
+    _run_scenario(
+        "connections",
+        lambda say: connections.run(cfg, timeout, say),
+        connections.table,
+        connections.plot,
+        out,
+        timeout,
+    )
+
+
+@bench.command("peers")
+@click.option("--setup", "do_setup", is_flag=True, help="Install the peers first (network).")
+@click.option("--clients", default=1000, show_default=True, help="Subscribers in the room.")
+@click.option("--messages", default=200, show_default=True, help="Most broadcasts per round.")
+@click.option("--min-messages", default=20, show_default=True, help="Fewest per round.")
+@click.option("--round-seconds", default=2.0, show_default=True, help="Aimed length of a round.")
+@click.option("--rounds", default=3, show_default=True)
+@click.option("--only", default="", help="Comma list of systems (default: all).")
+@click.option("--peers-dir", default=None, help="[default: bench/peers of the checkout]")
+@click.option("--redis", "redis_url", default=None, help="Use this Redis [default: a private one].")
+@click.option(
+    "--cross-node",
+    is_flag=True,
+    help="Two instances per system on one Redis: subscribers on 2, trigger on 1 "
+    "(only the systems that go through Redis).",
+)
+@click.option("--timeout", default=1800.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_peers(
+    do_setup: bool,
+    clients: int,
+    messages: int,
+    min_messages: int,
+    round_seconds: float,
+    rounds: int,
+    only: str,
+    peers_dir: str | None,
+    redis_url: str | None,
+    cross_node: bool,
+    timeout: float,
+    out: str,
+) -> None:
+    """The fanout workload on roost, the raw limit and the peers, in one run.
+
+    With --cross-node, each system runs as two instances on one Redis (written as
+    peers-crossnode.json/png)."""
+    from pathlib import Path
+
+    from . import peers
+
+    keys = tuple(k.strip() for k in only.split(",") if k.strip())
+    unknown = [k for k in keys if k not in peers.BY_KEY]
+    if unknown:
+        raise click.UsageError(f"unknown systems {unknown}; choose from {list(peers.BY_KEY)}")
+    cfg = peers.Config(
+        clients=clients,
+        messages=messages,
+        min_messages=min_messages,
+        rounds=rounds,
+        round_s=round_seconds,
+        only=keys,
+        peers_dir=Path(peers_dir) if peers_dir else None,
+        redis_url=redis_url,
+        out=Path(out),
+        cross_node=cross_node,
+    )
+    _run_scenario(
+        "peers-crossnode" if cross_node else "peers",
+        lambda say: peers.run(cfg, timeout, do_setup, say),
+        peers.table,
+        peers.plot,
+        out,
+        timeout,
+    )
