@@ -35,6 +35,7 @@ import orjson
 
 from ..protocol import V2, ws_bytes
 from .channel import STAMP_RE, now_us, stamped
+from .harness import cpu_seconds
 from .loadclient import CountingClient, close_all, join_frame, open_clients, wait_bytes
 from .procs import free_port, wait_http
 
@@ -108,18 +109,6 @@ def start_node(procs: Procs, node: str, redis_url: str, prefix: str, cfg: Config
     if proc.poll() is not None:
         raise RuntimeError(f"node {node} exited; see {cfg.out}/crossnode-{node}.log")
     return port
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (Linux /proc; this process via os.times)."""
-    if pid is None or pid == os.getpid():
-        t = os.times()
-        return t.user + t.system
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return math.nan
 
 
 class CpuMeter:
