@@ -210,7 +210,7 @@ async def test_liveness_probe_restarts_a_silent_subscription(redis_server: Redis
     receiver = RedisBroker(redis_server.url, mode="global", probe_interval=0.2)
     got: list[Envelope] = []
     await sender.start("s", lambda e: None)
-    await receiver.start("r", got.append)
+    await receiver.start("r", got.extend)
     try:
         await receiver.simulate_silent_stall()
         await until(lambda: receiver.stats.probe_restarts >= 1, 10, "a probe restart")

@@ -21,7 +21,7 @@ async def test_forged_and_wrong_key_envelopes_are_dropped(redis_server: RedisPro
     got: list[Envelope] = []
     await sender.start("s", lambda e: None)
     await impostor.start("i", lambda e: None)
-    await receiver.start("r", got.append)
+    await receiver.start("r", got.extend)
     try:
         # Straight into Redis, well-formed but unsigned, as a process without the key would.
         forged = msgpack.packb(
@@ -44,7 +44,7 @@ async def test_signed_history_recovers_and_rejects_tampering(redis_server: Redis
     b = RedisBroker(redis_server.url, signing_key=KEY)
     got: list[Envelope] = []
     await a.start("a", lambda e: None)
-    await b.start("b", got.append)
+    await b.start("b", got.extend)
     try:
         await b.subscribe("rooms:h")
         policy = HistoryPolicy()

@@ -71,7 +71,7 @@ class MemoryBroker:
             return
         for other in self.hub.brokers:
             if other is not self and other._deliver is not None and envelope.topic in other.topics:
-                other._deliver(envelope)
+                other._deliver((envelope,))
 
     async def subscribe(self, topic: str) -> None:
         self.topics.add(topic)

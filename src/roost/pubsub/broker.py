@@ -4,19 +4,21 @@ A broker is small on purpose. PubSub calls ``start`` with a delivery callback, t
 ``publish`` for every broadcast (``publish_stored`` for those kept in history), and
 ``subscribe``/``unsubscribe`` when a topic gains
 its first or loses its last local subscriber (brokers that route everything to every
-node may ignore those). The broker calls ``deliver(envelope)`` for every envelope
-from *another* node; PubSub itself delivers a node's own broadcasts locally.
+node may ignore those). The broker calls ``deliver(envelopes)`` with the envelopes
+from *another* node, in the order they came; PubSub itself delivers a node's own
+broadcasts locally. A broker hands over together what it received together (one read
+from Redis): PubSub then writes each subscriber's share of the batch at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .envelope import Envelope
 from .history import HistoryPolicy, Position, Recovery
 
-Deliver = Callable[[Envelope], None]
+Deliver = Callable[[Sequence[Envelope]], None]
 
 
 class Broker(Protocol):

@@ -15,12 +15,22 @@ class WireKind:
     encodes each broadcast once per kind in use and shares the bytes.
     """
 
-    __slots__ = ("name", "pack", "serializer")
+    __slots__ = ("name", "pack", "serializer", "stream")
 
-    def __init__(self, name: str, serializer: Serializer, pack: Callable[[Frame], bytes]) -> None:
+    def __init__(
+        self,
+        name: str,
+        serializer: Serializer,
+        pack: Callable[[Frame], bytes],
+        *,
+        stream: bool = False,
+    ) -> None:
         self.name = name
         self.serializer = serializer
         self.pack = pack
+        #: True when packed frames may be joined into one write (a byte stream such as
+        #: a WebSocket); False when each write is one message (long-poll).
+        self.stream = stream
 
     def broadcast(self, topic: str, event: str, payload: Encoded) -> bytes | None:
         frame = self.serializer.broadcast(topic, event, payload)

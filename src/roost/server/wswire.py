@@ -12,8 +12,8 @@ from ..pubsub import WireKind
 
 log = logging.getLogger("roost.wire")
 
-WS_V1 = WireKind("ws/v1", V1, ws_bytes)
-WS_V2 = WireKind("ws/v2", V2, ws_bytes)
+WS_V1 = WireKind("ws/v1", V1, ws_bytes, stream=True)
+WS_V2 = WireKind("ws/v2", V2, ws_bytes, stream=True)
 WS_KINDS = {V1.vsn: WS_V1, V2.vsn: WS_V2}
 
 SLOW_CONSUMER = 1013

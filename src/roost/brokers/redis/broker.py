@@ -49,6 +49,7 @@ log = logging.getLogger("roost.redis")
 
 BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 MODES = ("global", "topic")
+MAX_BATCH = 256  # envelopes held for one delivery, at most (bounds the first one's wait)
 
 # Refresh the node key only if it is still ours; claim it again if it vanished
 # (a Redis restart without persistence); report a foreign owner.
@@ -141,6 +142,9 @@ class RedisBroker:
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._deliver: Deliver | None = None
+        # Envelopes decoded in this turn of the event loop (everything one read from
+        # Redis held), handed to PubSub together when the turn ends: see _emit.
+        self._batch: list[Envelope] = []
         self._wanted: set[str] = set()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
         self._sub: AbstractConnection | None = None
@@ -586,8 +590,23 @@ class RedisBroker:
             self._in_order(env)
 
     def _emit(self, env: Envelope) -> None:
-        if self._deliver is not None:
-            self._deliver(env)
+        """Queue for delivery at the end of this loop turn (at most MAX_BATCH held).
+
+        ``read_response`` returns without suspending while replies are buffered, so
+        every message one read from Redis brought is decoded before the loop moves on;
+        delivering them together lets PubSub write each subscriber's share in one go.
+        """
+        batch = self._batch
+        batch.append(env)
+        if len(batch) == 1:
+            asyncio.get_running_loop().call_soon(self._deliver_batch)
+        elif len(batch) >= MAX_BATCH:
+            self._deliver_batch()
+
+    def _deliver_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch and self._deliver is not None:
+            self._deliver(batch)
 
     # -- liveness ----------------------------------------------------------------------
     async def _prober(self) -> None:
