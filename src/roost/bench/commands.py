@@ -66,6 +66,12 @@ def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
 @click.option(
     "--pubsub-mode", type=click.Choice(["topic", "global"]), default="topic", show_default=True
 )
+@click.option(
+    "--sink/--per-frame-clients",
+    default=True,
+    show_default=True,
+    help="Counting clients in a batched sink process, or per-frame asyncio clients in the bench.",
+)
 @click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
 def bench_crossnode(
@@ -76,6 +82,7 @@ def bench_crossnode(
     rounds: int,
     saturation_messages: int,
     pubsub_mode: str,
+    sink: bool,
     timeout: float,
     out: str,
 ) -> None:
@@ -96,6 +103,7 @@ def bench_crossnode(
         redis_url=redis_url,
         mode=pubsub_mode,
         out=path,
+        sink=sink,
     )
 
     def say(line: str) -> None:

@@ -60,6 +60,8 @@ class Config:
     redis_url: str | None = None
     mode: str = "topic"
     out: Path = Path("bench-out")
+    sink: bool = True  # batched sink process; False: per-frame asyncio clients in the bench
+    sink_interval: float = 0.005
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -125,31 +127,32 @@ class CpuMeter:
 
 
 # -- measuring -----------------------------------------------------------------------------
-class RemoteProbe:
-    """The latency probe process (``probe``), driven over its stdin/stdout."""
+class Child:
+    """A helper process driven over its stdin/stdout, one line per command and answer."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        self.name = name
         self.proc = proc
 
     @classmethod
-    async def start(cls, procs: Procs, port: int) -> RemoteProbe:
+    async def start(cls, procs: Procs, name: str, module: str, *args: str) -> Child:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "roost.bench.probe", "127.0.0.1", str(port), TOPIC,
+            sys.executable, "-m", module, *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            limit=1 << 28,  # a report is one line: every latency of a round
+            limit=1 << 28,  # a probe's report is one line: every latency of a round
         )  # fmt: skip
-        procs.add("probe", proc.pid, lambda: _kill(proc.pid))
-        probe = cls(proc)
-        if await probe._line(20) != b"ready":
-            raise RuntimeError("the latency probe did not join")
-        return probe
+        procs.add(name, proc.pid, lambda: _kill(proc.pid))
+        child = cls(name, proc)
+        if await child._line(60) != b"ready":
+            raise RuntimeError(f"the {name} process did not get ready")
+        return child
 
     async def _line(self, timeout: float) -> bytes:
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         if not line:
-            raise RuntimeError("the latency probe exited")
+            raise RuntimeError(f"the {self.name} process exited")
         return line.strip()
 
     async def command(self, cmd: str, timeout: float = 30) -> bytes:
@@ -161,10 +164,17 @@ class RemoteProbe:
     async def close(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):
-                await self.command("quit", 2)
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"quit\n")
+                await asyncio.wait_for(self.proc.wait(), 2)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
             await self.proc.wait()
+
+
+async def start_probe(procs: Procs, port: int) -> Child:
+    """The latency probe process (``roost.bench.probe``), joined to the bench topic."""
+    return await Child.start(procs, "probe", "roost.bench.probe", "127.0.0.1", str(port), TOPIC)
 
 
 def _kill(pid: int) -> None:
@@ -239,14 +249,90 @@ class Progress:
                 await self._task
 
 
+class Subscribers:
+    """The counting subscribers on n2: ``reset`` before a phase, ``finish`` after it."""
+
+    pid: int | None = None
+
+    async def reset(self) -> None:
+        raise NotImplementedError
+
+    async def finish(self, target: int, cap: float) -> tuple[list[int], float]:
+        """Bytes per client and the wall time the total last moved."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class LocalSubscribers(Subscribers):
+    """Per-frame asyncio clients in the bench process (each frame wakes the loop)."""
+
+    def __init__(self, clients: list[CountingClient]) -> None:
+        self.clients = clients
+        self.progress: Progress | None = None
+
+    @classmethod
+    async def start(cls, port: int, count: int) -> LocalSubscribers:
+        clients = await open_clients("127.0.0.1", port, WS_PATH, count)
+        join = join_frame(TOPIC)
+        for c in clients:
+            c.send(join)
+        if not await wait_bytes(clients, 1, 30):
+            close_all(clients)
+            raise RuntimeError("not every subscriber got its join reply")
+        return cls(clients)
+
+    async def reset(self) -> None:
+        for c in self.clients:
+            c.received = 0
+        self.progress = Progress(self.clients)
+        self.progress.start()
+
+    async def finish(self, target: int, cap: float) -> tuple[list[int], float]:
+        assert self.progress is not None
+        await self.progress.finish(target, cap)
+        return [c.received for c in self.clients], self.progress.last_change
+
+    async def close(self) -> None:
+        close_all(self.clients)
+
+
+class SinkSubscribers(Subscribers):
+    """The batched sink (``roost.bench.sink``) in its own process."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.pid = child.proc.pid
+
+    @classmethod
+    async def start(cls, procs: Procs, port: int, count: int, interval: float) -> SinkSubscribers:
+        child = await Child.start(
+            procs, "clients", "roost.bench.sink", "127.0.0.1", str(port), TOPIC, str(count),
+            "--interval", str(interval),
+        )  # fmt: skip
+        return cls(child)
+
+    async def reset(self) -> None:
+        if await self.child.command("reset") != b"ok":
+            raise RuntimeError("the sink did not reset")
+
+    async def finish(self, target: int, cap: float) -> tuple[list[int], float]:
+        report = orjson.loads(await self.child.command(f"report {target} {cap}", cap + 10))
+        return list(report["counts"]), float(report["last_change"])
+
+    async def close(self) -> None:
+        await self.child.close()
+
+
 def fire_timeout(rate: float | None, duration: float, count: int) -> float:
     return 60.0 + (duration * 3 if rate else count / 1000)
 
 
 async def roost_phase(
     ch: Any,
-    clients: list[CountingClient],
-    probe: RemoteProbe,
+    subs: Subscribers,
+    probe: Child,
     flen: int,
     meter_pids: dict[str, int],
     *,
@@ -254,12 +340,9 @@ async def roost_phase(
     duration: float,
     count: int = 0,
 ) -> dict[str, Any]:
-    for c in clients:
-        c.received = 0
+    await subs.reset()
     await probe.command("reset")
-    progress = Progress(clients)
     meter = CpuMeter(meter_pids)
-    progress.start()
     fire: dict[str, Any] = {"topic": TOPIC, "event": EVENT, "stamp": True}
     if rate:
         fire.update(rate=rate, duration=duration)
@@ -271,15 +354,15 @@ async def roost_phase(
     sent = int(reply.response["sent"])
     send_elapsed = float(reply.response["elapsed"])
     cap = max(120.0, sent / 200)
-    await progress.finish(sent * flen, cap=cap)
+    counts, last_change = await subs.finish(sent * flen, cap=cap)
     report = orjson.loads(await probe.command(f"report {sent * flen}", timeout=cap + 10))
     cpu = meter.stop()
     lat = sorted(x / 1000 for x in report["lat_us"])
     first: int | None = report["first"]
-    got = [c.received // flen for c in clients] + [report["received"] // flen]
+    got = [n // flen for n in counts] + [report["received"] // flen]
     lost = [max(0, sent - g) for g in got]
     delivered = sum(got)
-    end = max(progress.last_change, (report["last_recv"] or 0) / 1e6)
+    end = max(last_change, (report["last_recv"] or 0) / 1e6)
     window = end - first / 1e6 if first else 0.0
     return {
         "rate": rate,
@@ -442,6 +525,11 @@ async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str]
             "subscribers": cfg.subscribers,
             "probe_clients": 1,
             "probe": "own process, joined last (the last subscriber of each fan-out)",
+            "counting_clients": (
+                f"batched sink process, reads every {cfg.sink_interval * 1000:g} ms"
+                if cfg.sink
+                else "per-frame asyncio protocols in the bench process"
+            ),
             "duration_s": cfg.duration,
             "rounds": cfg.rounds,
             "rates": cfg.rates,
@@ -452,15 +540,14 @@ async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str]
             "aggregate": "per-round medians (counts summed over rounds)",
         }
     )
-    clients = await open_clients("127.0.0.1", n2, WS_PATH, cfg.subscribers)
-    probe: RemoteProbe | None = None
+    subs: Subscribers
+    if cfg.sink:
+        subs = await SinkSubscribers.start(procs, n2, cfg.subscribers, cfg.sink_interval)
+    else:
+        subs = await LocalSubscribers.start(n2, cfg.subscribers)
+    probe: Child | None = None
     try:
-        join = join_frame(TOPIC)
-        for c in clients:
-            c.send(join)
-        if not await wait_bytes(clients, 1, 30):
-            raise RuntimeError("not every subscriber got its join reply")
-        probe = await RemoteProbe.start(procs, n2)
+        probe = await start_probe(procs, n2)
         await asyncio.sleep(0.2)
         pids = dict(procs.pids)
 
@@ -476,11 +563,11 @@ async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str]
             async def roost_round(rate: int | None, count: int = 0) -> dict[str, Any]:
                 assert probe is not None
                 return await roost_phase(
-                    ch, clients, probe, flen, pids, rate=rate, duration=cfg.duration, count=count
+                    ch, subs, probe, flen, pids, rate=rate, duration=cfg.duration, count=count
                 )
 
             say("warming up")
-            warm = await roost_phase(ch, clients, probe, flen, pids, rate=500, duration=0.5)
+            warm = await roost_phase(ch, subs, probe, flen, pids, rate=500, duration=0.5)
             if warm["delivered"] == 0:
                 raise RuntimeError(f"nothing crossed from n1 to n2; see {cfg.out}/crossnode-n*.log")
             await redis_phase(redis_url, baseline_channel, pids, rate=500, duration=0.5)
@@ -506,7 +593,7 @@ async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str]
             )
             result.saturation = sat
     finally:
-        close_all(clients)
+        await subs.close()
         if probe is not None:
             await probe.close()
         await asyncio.sleep(0.1)
