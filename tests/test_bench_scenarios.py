@@ -1,6 +1,6 @@
 """The rooms and connections benchmarks run end to end (tiny sizes; no timing asserted).
 
-The peers scenario is not here: installing the peers needs the network.
+The peers scenario runs in test_bench_all.py (which installs the peers).
 """
 
 from __future__ import annotations

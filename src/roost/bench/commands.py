@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
@@ -23,27 +22,16 @@ def bench() -> None:
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON results.")
 def bench_fanout(clients: str, messages: int, rounds: int, out: str) -> None:
     """One node, one room: deliveries/s beside the raw transport limit."""
-    import json
     from pathlib import Path
 
     from . import fanout
+    from .harness import write_results
 
     use_uvloop()
-    counts = [int(c) for c in clients.split(",")]
-    results = asyncio.run(fanout.run(counts, messages, rounds))
-    rows = []
-    for raw, roost in zip(results[::2], results[1::2], strict=True):
-        ratio = roost.median / raw.median
-        rows.append({"raw": raw.as_dict(), "roost": roost.as_dict(), "ratio": ratio})
-        click.echo(
-            f"{raw.clients:>6} subscribers  raw {raw.median:>10,.0f}/s  "
-            f"roost {roost.median:>10,.0f}/s  roost/raw {ratio:.2f}"
-        )
-    path = Path(out)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "fanout.json").write_text(json.dumps(rows, indent=2))
-    if fanout.plot(rows, path / "fanout.png"):
-        click.echo(f"wrote {path / 'fanout.json'} and {path / 'fanout.png'}")
+    rows = fanout.measure([int(c) for c in clients.split(",")], messages, rounds)
+    for line in fanout.table(rows):
+        click.echo(line)
+    click.echo(write_results(Path(out), "fanout", rows, fanout.plot))
 
 
 @bench.command("crossnode")
@@ -87,13 +75,10 @@ def bench_crossnode(
     out: str,
 ) -> None:
     """Two nodes on Redis: latency and deliveries/s n1 -> n2 beside bare redis-py."""
-    import json
     from pathlib import Path
 
     from . import crossnode
 
-    use_uvloop()
-    path = Path(out)
     cfg = crossnode.Config(
         rates=[int(r) for r in rates.split(",") if r.strip()],
         duration=duration,
@@ -102,35 +87,24 @@ def bench_crossnode(
         saturation=saturation_messages,
         redis_url=redis_url,
         mode=pubsub_mode,
-        out=path,
+        out=Path(out),
         sink=sink,
     )
 
-    def say(line: str) -> None:
-        click.echo(line, err=True)
-
-    try:
-        result = crossnode.run(cfg, timeout, say)
-    except KeyboardInterrupt:
-        click.echo("interrupted; everything started was stopped", err=True)
-        sys.exit(130)
-    except TimeoutError:
-        click.echo(f"timed out after {timeout:g} s; everything started was stopped", err=True)
-        sys.exit(1)
-    for line in crossnode.table(result):
-        click.echo(line)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "crossnode.json").write_text(json.dumps(result.as_dict(), indent=2))
-    if crossnode.plot(result, path / "crossnode.png"):
-        click.echo(f"wrote {path / 'crossnode.json'} and {path / 'crossnode.png'}")
-    else:
-        click.echo(
-            f"wrote {path / 'crossnode.json'}; no plot: matplotlib is missing "
-            "(pip install 'roost[bench]')"
-        )
+    _run_scenario(
+        "crossnode",
+        lambda say: crossnode.run(cfg, timeout, say),
+        crossnode.table,
+        crossnode.plot,
+        out,
+        timeout,
+        as_json=lambda r: r.as_dict(),
+    )
 
 
-def _run_scenario(name: str, run: Any, table: Any, plot: Any, out: str, timeout: float) -> None:
+def _run_scenario(
+    name: str, run: Any, table: Any, plot: Any, out: str, timeout: float, as_json: Any = None
+) -> None:
     """Run a bench scenario (``run(say)``), print its table, write JSON + PNG.
 
     Everything the scenario started is stopped by the scenario itself, whatever happens;
@@ -155,7 +129,8 @@ def _run_scenario(name: str, run: Any, table: Any, plot: Any, out: str, timeout:
         sys.exit(1)
     for line in table(result):
         click.echo(line)
-    click.echo(write_results(Path(out), name, result, plot))
+    data = None if as_json is None else as_json(result)
+    click.echo(write_results(Path(out), name, result, plot, data))
 
 
 @bench.command("rooms")
@@ -316,3 +291,52 @@ def bench_peers(
         out,
         timeout,
     )
+
+
+@bench.command("all")
+@click.option("--quick", is_flag=True, help="Small sizes: the whole suite in a few minutes.")
+@click.option("--setup", "do_setup", is_flag=True, help="Install the peers first (network).")
+@click.option("--timeout", default=1800.0, show_default=True, help="Bound per scenario (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_all(quick: bool, do_setup: bool, timeout: float, out: str) -> None:
+    """Every scenario in turn, then issue 8's targets as ratios (summary.json).
+
+    Exits 1 when a scenario failed to run (a missed target is a result, not a failure).
+    """
+    from pathlib import Path
+
+    from . import suite
+
+    use_uvloop()
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        _, errors = suite.run_all(
+            path, quick, do_setup, timeout, lambda line: click.echo(line, err=True), click.echo
+        )
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything started was stopped", err=True)
+        sys.exit(130)
+    if errors:
+        sys.exit(1)
+
+
+@bench.command("setup")
+@click.option("--peers-dir", default=None, help="[default: bench/peers of the checkout]")
+def bench_setup(peers_dir: str | None) -> None:
+    """Install the peers for `roost bench peers` (network): bench/peers/.venv and npm ci.
+
+    Does nothing for what is installed and current already.
+    """
+    from pathlib import Path
+
+    from . import peers
+
+    where = Path(peers_dir) if peers_dir else peers.default_peers_dir()
+    failures = peers.setup(where, lambda line: click.echo(line, err=True))
+    for kind, why in failures.items():
+        if why:
+            click.echo(f"{kind} peers: {why}", err=True)
+    if any(failures.values()):
+        sys.exit(1)
+    click.echo(f"peers ready in {where}")

@@ -128,6 +128,26 @@ async def run(clients: list[int], messages: int, rounds: int) -> list[FanoutResu
     return results
 
 
+def measure(clients: list[int], messages: int, rounds: int) -> list[dict[str, Any]]:
+    """Raw limit and roost for each subscriber count: one row each, with roost / raw."""
+    results = asyncio.run(run(clients, messages, rounds))
+    return [
+        {"raw": raw.as_dict(), "roost": roost.as_dict(), "ratio": roost.median / raw.median}
+        for raw, roost in zip(results[::2], results[1::2], strict=True)
+    ]
+
+
+TARGET = 0.85  # roost / raw limit at 1,000 subscribers (issue 8)
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"{r['raw']['clients']:>6} subscribers  raw {r['raw']['median']:>10,.0f}/s  "
+        f"roost {r['roost']['median']:>10,.0f}/s  roost/raw {r['ratio']:.2f}"
+        for r in rows
+    ]
+
+
 def plot(rows: list[dict[str, Any]], path: Any) -> bool:
     """Bars: roost beside the raw limit for each subscriber count."""
     from .harness import pyplot

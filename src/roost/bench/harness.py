@@ -394,14 +394,14 @@ def _clean(value: Any) -> Any:
 
 
 def write_results(
-    out: Path, name: str, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], bool]
+    out: Path, name: str, result: Any, plot: Callable[[Any, Path], bool], as_json: Any = None
 ) -> str:
-    """``NAME.json`` and ``NAME.png`` under ``out``; returns what was written."""
+    """``NAME.json`` (``as_json``, else ``result``) and ``NAME.png`` under ``out``."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"{name}.json"
-    data.write_text(json.dumps(_clean(result), indent=2) + "\n")
+    data.write_text(json.dumps(_clean(result if as_json is None else as_json), indent=2) + "\n")
     png = out / f"{name}.png"
     if plot(result, png):
         return f"wrote {data} and {png}"
