@@ -180,7 +180,12 @@ def bench_rooms(
 
 
 @bench.command("connections")
-@click.option("--clients", default=15_000, show_default=True, help="Capped by the fd limit.")
+@click.option(
+    "--clients",
+    default=0,
+    show_default=True,
+    help="Capped by the fd limit; 0: as many as it allows (at most 60,000).",
+)
 @click.option("--room-size", default=10, show_default=True, help="Clients per room joined.")
 @click.option("--rest", default=10.0, show_default=True, help="Seconds of CPU measured at rest.")
 @click.option(

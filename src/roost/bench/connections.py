@@ -58,11 +58,12 @@ PORTS_PER_IP = 20_000  # of the 28k ephemeral ports, leaving room for TIME_WAIT 
 WARMUP = 100
 TARGET_KB = 16
 TARGET_JOINS = 5000
+MOST_BY_DEFAULT = 60_000  # bounds the run's time and memory where the fd limit is huge
 
 
 @dataclass
 class Config:
-    clients: int = 15_000
+    clients: int = 0  # 0: as many as the fd limit allows (at most MOST_BY_DEFAULT)
     room_size: int = 10
     rest: float = 10.0
     heartbeat: float = 30.0  # seconds between a client's heartbeats; 0: no heartbeat phase
@@ -108,7 +109,7 @@ def metrics(port: int) -> dict[str, float]:
 def plan_clients(cfg: Config, say: Callable[[str], None]) -> tuple[int, int, tuple[int, int]]:
     limit = raise_nofile()
     most = limit[0] - FD_MARGIN
-    n = cfg.clients
+    n = cfg.clients or min(most, MOST_BY_DEFAULT)
     if n > most:
         say(f"fd limit {limit[0]}: {n} clients is too many, running {most}")
         n = most

@@ -30,8 +30,9 @@ class Flusher:
 
     The first frame a wire gets in a turn is written at once (one broadcast at a time
     costs what a bare ``transport.write`` costs). Frames after it in the same turn — a
-    burst of broadcasts from Redis, a reply and a broadcast — are held and written
-    together, one ``transport.write`` (one syscall), when the turn ends.
+    reply and a broadcast, broadcasts to several of a socket's topics — are held and
+    written together, one ``transport.write`` (one syscall), when the turn ends. (A
+    burst from Redis on one topic arrives already joined: see ``fastlane_run``.)
     """
 
     __slots__ = ("dirty", "scheduled", "turn")
