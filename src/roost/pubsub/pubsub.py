@@ -106,6 +106,57 @@ def fastlane_run(
     return sent
 
 
+class Plan:
+    """A topic's subscribers arranged for the fastlane, rebuilt after any (un)subscribe.
+
+    Subscribers that intercept nothing and whose wire kind has a ``write_all`` are kept
+    as one list of wires per kind: a broadcast is then one ``write_all`` per kind, one
+    loop over the wires, no per-subscriber checks. The rest (intercepting channels,
+    long-poll listeners) go through ``fastlane``.
+    """
+
+    __slots__ = ("groups", "others")
+
+    def __init__(self, subs: dict[Subscriber, None]) -> None:
+        self.groups: dict[WireKind, list[Any]] = {}
+        self.others: list[Subscriber] = []
+        for sub in subs:
+            wire = None if sub.intercept else sub.wire
+            if wire is not None and wire.kind.write_all is not None:
+                self.groups.setdefault(wire.kind, []).append(wire)
+            else:
+                self.others.append(sub)
+
+    def broadcast(self, topic: str, event: str, payload: Encoded) -> int:
+        sent = 0
+        for kind, wires in self.groups.items():
+            data = kind.broadcast(topic, event, payload)
+            if data is not None:
+                assert kind.write_all is not None
+                sent += kind.write_all(wires, data)
+        if self.others:
+            sent += fastlane(self.others, topic, event, payload)
+        return sent
+
+    def broadcast_run(self, topic: str, envs: Sequence[Envelope]) -> int:
+        """Several broadcasts at once, in order: on a byte stream, one joined write."""
+        sent = 0
+        for kind, wires in self.groups.items():
+            assert kind.write_all is not None
+            frames = [f for env in envs if (f := kind.broadcast(topic, env.event, env.payload))]
+            if not frames:
+                continue
+            if kind.stream:
+                kind.write_all(wires, b"".join(frames))
+            else:
+                for frame in frames:
+                    kind.write_all(wires, frame)
+            sent += len(wires) * len(frames)
+        if self.others:
+            sent += fastlane_run(self.others, topic, envs)
+        return sent
+
+
 def _frames(
     kind: WireKind, topic: str, envs: Sequence[Envelope], cache: dict[WireKind, list[bytes | None]]
 ) -> list[bytes | None]:
@@ -127,6 +178,7 @@ class PubSub:
         self.node = node
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self._topics: dict[str, dict[Subscriber, None]] = {}
+        self._plans: dict[str, Plan] = {}  # made on a topic's first broadcast, dropped on change
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.delivered = 0
 
@@ -142,6 +194,7 @@ class PubSub:
 
         Returns once the broker confirmed, so no broadcast published afterwards is missed.
         """
+        self._plans.pop(topic, None)
         subs = self._topics.get(topic)
         if subs is None:
             subs = self._topics[topic] = {}
@@ -155,6 +208,7 @@ class PubSub:
                 fut.set_exception(exc)
                 fut.exception()  # mark retrieved
                 subs.pop(sub, None)
+                self._plans.pop(topic, None)
                 if not subs and self._topics.get(topic) is subs:
                     del self._topics[topic]
                 raise
@@ -172,6 +226,7 @@ class PubSub:
         if subs is None or sub not in subs:
             return
         del subs[sub]
+        self._plans.pop(topic, None)
         if not subs:
             del self._topics[topic]
             task = asyncio.get_running_loop().create_task(self._broker_unsubscribe(topic))
@@ -225,7 +280,7 @@ class PubSub:
         subs = self._topics.get(topic)
         if not subs:
             return 0
-        sent = fastlane(subs, topic, event, Encoded.of(payload), exclude)
+        sent = self._fanout(topic, subs, event, Encoded.of(payload), exclude)
         self.delivered += sent
         return sent
 
@@ -260,7 +315,10 @@ class PubSub:
             else:
                 subs = self._topics.get(env.topic)
                 if subs:
-                    self.delivered += fastlane_run(subs, env.topic, envs[i:j])
+                    plan = self._plans.get(env.topic)
+                    if plan is None:
+                        plan = self._plans[env.topic] = Plan(subs)
+                    self.delivered += plan.broadcast_run(env.topic, envs[i:j])
             i = j
 
     def _deliver_one(self, env: Envelope) -> None:
@@ -270,7 +328,24 @@ class PubSub:
         exclude = None
         if env.exclude is not None and env.node == self.node:
             exclude = next((s for s in subs if str(id(s)) == env.exclude), None)
-        self.delivered += fastlane(subs, env.topic, env.event, env.payload, exclude)
+        self.delivered += self._fanout(env.topic, subs, env.event, env.payload, exclude)
+
+    def _fanout(
+        self,
+        topic: str,
+        subs: dict[Subscriber, None],
+        event: str,
+        payload: Encoded,
+        exclude: object,
+    ) -> int:
+        """One broadcast to a topic's local subscribers (through its Plan when no one is
+        excluded; a ``broadcast_from`` takes the general path)."""
+        if exclude is not None:
+            return fastlane(subs, topic, event, payload, exclude)
+        plan = self._plans.get(topic)
+        if plan is None:
+            plan = self._plans[topic] = Plan(subs)
+        return plan.broadcast(topic, event, payload)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

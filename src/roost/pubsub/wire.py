@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from ..protocol import Encoded, Frame, Serializer
 
@@ -15,7 +15,7 @@ class WireKind:
     encodes each broadcast once per kind in use and shares the bytes.
     """
 
-    __slots__ = ("name", "pack", "serializer", "stream")
+    __slots__ = ("name", "pack", "serializer", "stream", "write_all")
 
     def __init__(
         self,
@@ -24,6 +24,7 @@ class WireKind:
         pack: Callable[[Frame], bytes],
         *,
         stream: bool = False,
+        write_all: Callable[[Sequence[Any], bytes], int] | None = None,
     ) -> None:
         self.name = name
         self.serializer = serializer
@@ -31,6 +32,9 @@ class WireKind:
         #: True when packed frames may be joined into one write (a byte stream such as
         #: a WebSocket); False when each write is one message (long-poll).
         self.stream = stream
+        #: Writes the same bytes to many wires of this kind in one loop (the fan-out's
+        #: hot path); None: the fastlane calls each wire's ``write``.
+        self.write_all = write_all
 
     def broadcast(self, topic: str, event: str, payload: Encoded) -> bytes | None:
         frame = self.serializer.broadcast(topic, event, payload)
