@@ -102,12 +102,7 @@ class WsWire:
             return
         flusher = self.flusher
         if self.turn is flusher.turn:  # not the first frame this turn: hold it
-            pending = self.pending
-            if pending is None:
-                self.pending = [data]
-                flusher.dirty.append(self)
-            else:
-                pending.append(data)
+            self._hold(data)
             return
         self.turn = flusher.turn
         if not flusher.scheduled:
@@ -117,6 +112,15 @@ class WsWire:
             self._slow()
             return
         transport.write(data)
+
+    def _hold(self, data: bytes) -> None:
+        """Keep a frame for the end of this turn (the Flusher writes them joined)."""
+        pending = self.pending
+        if pending is None:
+            self.pending = [data]
+            self.flusher.dirty.append(self)
+        else:
+            pending.append(data)
 
     def _slow(self) -> None:
         if self.stats is not None:
@@ -165,12 +169,7 @@ def write_all(wires: Sequence[WsWire], data: bytes) -> int:
         if wire.closed:
             continue
         if wire.turn is turn:
-            pending = wire.pending
-            if pending is None:
-                wire.pending = [data]
-                flusher.dirty.append(wire)
-            else:
-                pending.append(data)
+            wire._hold(data)
             continue
         wire.turn = turn
         transport = wire.transport
