@@ -50,3 +50,16 @@ def test_bench_all_quick(tmp_path: Path) -> None:
     crossed = json.loads((tmp_path / "peers-crossnode.json").read_text())
     assert all(s["status"] == "ok" for s in crossed["systems"])
     assert len(crossed["systems"]) == 6
+    # The latency phase (stamped messages at a fixed rate) ran on every system but the raw
+    # server, on one node and across two; every message reached every subscriber.
+    for result in (peers, crossed):
+        for s in result["systems"]:
+            lat = s["latency"]
+            if s["system"] == "raw":
+                assert lat is None
+                continue
+            assert lat["sent"] > 0 and lat["messages_seen"] == lat["sent"], s["system"]
+            assert lat["lost"] == 0, s["system"]
+            assert lat["all_subscribers_ms"]["p50"] > 0
+    for name in ("peers", "peers-crossnode"):
+        assert (tmp_path / f"{name}-latency.png").stat().st_size > 1000

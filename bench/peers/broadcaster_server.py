@@ -15,6 +15,7 @@ import sys
 import time
 
 from broadcaster import Broadcast
+from paced import pace
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -62,9 +63,19 @@ def application(redis_url: str) -> Starlette:
                 await websocket.send_text(event.message)
 
     async def fire(request):
-        count = int(request.query_params.get("count", "1"))
+        q = request.query_params
         t0 = time.perf_counter()
-        for _ in range(count):
+        if "rate" in q:
+
+            async def emit(payload):
+                text = json.dumps(
+                    {"topic": ROOM, "event": "new:msg", "payload": payload}, separators=(",", ":")
+                )
+                await broadcast.publish(channel=ROOM, message=text)
+
+            await pace(float(q["rate"]), float(q.get("duration", "1")), emit)
+            return PlainTextResponse(str(time.perf_counter() - t0))
+        for _ in range(int(q.get("count", "1"))):
             await broadcast.publish(channel=ROOM, message=TEXT)
         return PlainTextResponse(str(time.perf_counter() - t0))
 

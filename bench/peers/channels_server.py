@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 import django
 from django.conf import settings
+from paced import pace
 
 ROOM = "bench"
 PAYLOAD = {"user": "al", "body": "hello world, from roost", "id": "018c2a"}
@@ -69,11 +70,22 @@ def application():
             status, body = 200, b"ok"
         elif path == "/fire":
             query = parse_qs(scope.get("query_string", b"").decode())
-            count = int(query.get("count", ["1"])[0])
             layer = get_channel_layer()
             t0 = time.perf_counter()
-            for _ in range(count):
-                await layer.group_send(ROOM, {"type": "chat.message", "text": TEXT})
+            if "rate" in query:
+
+                async def emit(payload):
+                    text = json.dumps(
+                        {"topic": ROOM, "event": "new:msg", "payload": payload},
+                        separators=(",", ":"),
+                    )
+                    await layer.group_send(ROOM, {"type": "chat.message", "text": text})
+
+                duration = float(query.get("duration", ["1"])[0])
+                await pace(float(query["rate"][0]), duration, emit)
+            else:
+                for _ in range(int(query.get("count", ["1"])[0])):
+                    await layer.group_send(ROOM, {"type": "chat.message", "text": TEXT})
             status, body = 200, str(time.perf_counter() - t0).encode()
         await send(
             {

@@ -2,7 +2,8 @@
 
 The fanout workload of ``roost bench peers``: clients connect over Engine.IO 4
 (WebSocket transport), emit ``join`` with the room name (acknowledged), and
-``GET /fire?count=N`` emits N ``new:msg`` chat messages to the room. With the Redis
+``GET /fire?count=N`` emits N ``new:msg`` chat messages to the room;
+``GET /fire?rate=R&duration=D`` emits stamped ones at a fixed rate (paced.py). With the Redis
 manager every emit goes through Redis and comes back to be delivered, as on a
 cluster. Ping interval raised so no ping crosses a measurement (not a speed setting).
 
@@ -15,6 +16,7 @@ import time
 
 import socketio
 from aiohttp import web
+from paced import pace
 
 ROOM = "bench"
 PAYLOAD = {"user": "al", "body": "hello world, from roost", "id": "018c2a"}
@@ -39,8 +41,16 @@ def main(port: int, redis_url: str) -> None:
         return "ok"
 
     async def fire(request):
-        count = int(request.query.get("count", "1"))
         t0 = time.perf_counter()
+        if "rate" in request.query:
+
+            async def emit(payload):
+                await sio.emit("new:msg", payload, room=ROOM)
+
+            q = request.query
+            await pace(float(q["rate"]), float(q.get("duration", "1")), emit)
+            return web.Response(text=str(time.perf_counter() - t0))
+        count = int(request.query.get("count", "1"))
         for _ in range(count):
             await sio.emit("new:msg", PAYLOAD, room=ROOM)
         return web.Response(text=str(time.perf_counter() - t0))

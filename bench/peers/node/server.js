@@ -3,7 +3,8 @@
 // The fanout workload of `roost bench peers`: clients connect over Engine.IO 4
 // (WebSocket transport), emit "join" with the room name (acknowledged), and
 // GET /fire?count=N emits N "new:msg" chat messages to the room, yielding to the
-// event loop between emits (as roost's bench channel does). The Redis adapter
+// event loop between emits (as roost's bench channel does); GET /fire?rate=R&duration=D
+// emits stamped ones at a fixed rate (as bench/peers/paced.py does). The Redis adapter
 // publishes every emit for the other nodes and delivers locally at once. Ping
 // interval raised so that no ping crosses a measurement (not a speed setting).
 //
@@ -46,6 +47,22 @@ async function main() {
     if (u.pathname.startsWith("/socket.io/")) return; // socket.io answers these
     if (u.pathname === "/healthz") {
       res.end("ok");
+    } else if (u.pathname === "/fire" && u.searchParams.has("rate")) {
+      // Paced and stamped, as paced.py does for the Python peers.
+      const rate = Number(u.searchParams.get("rate"));
+      const total = Math.round(rate * Number(u.searchParams.get("duration") || "1"));
+      const t0 = performance.now();
+      let sent = 0;
+      while (sent < total) {
+        const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1) - sent;
+        for (let i = 0; i < due; i++) {
+          const ts = Math.round((performance.timeOrigin + performance.now()) * 1000);
+          io.to(ROOM).emit("new:msg", { ts, user: "bench", body: "hello world, from roost" });
+        }
+        sent += Math.max(due, 0);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      res.end(String((performance.now() - t0) / 1000));
     } else if (u.pathname === "/fire") {
       const count = Number(u.searchParams.get("count") || "1");
       const t0 = process.hrtime.bigint();

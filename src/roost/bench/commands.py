@@ -248,6 +248,12 @@ def bench_connections(
     help="Two instances per system on one Redis: subscribers on 2, trigger on 1 "
     "(only the systems that go through Redis).",
 )
+@click.option(
+    "--latency-rate", default=2.0, show_default=True, help="Stamped msg/s of the latency phase."
+)
+@click.option(
+    "--latency-seconds", default=10.0, show_default=True, help="Its length (0: no latency phase)."
+)
 @click.option("--timeout", default=1800.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
 def bench_peers(
@@ -261,6 +267,8 @@ def bench_peers(
     peers_dir: str | None,
     redis_url: str | None,
     cross_node: bool,
+    latency_rate: float,
+    latency_seconds: float,
     timeout: float,
     out: str,
 ) -> None:
@@ -287,6 +295,8 @@ def bench_peers(
         redis_url=redis_url,
         out=Path(out),
         cross_node=cross_node,
+        latency_rate=latency_rate,
+        latency_s=latency_seconds,
     )
     _run_scenario(
         "peers-crossnode" if cross_node else "peers",

@@ -41,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -118,6 +120,10 @@ class Config:
     redis_url: str | None = None
     out: Path = Path("bench-out")
     cross_node: bool = False
+    # Latency phase: stamped messages at a fixed rate every system sustains with these
+    # subscribers (the slowest peer does ~4,000 deliveries/s); 0 s: no latency phase.
+    latency_rate: float = 2.0
+    latency_s: float = 10.0
 
 
 def systems_for(cfg: Config) -> list[System]:
@@ -264,6 +270,8 @@ class EioClient(TallyClient):
             t = self.tally
             t.total += n
             t.last = time.perf_counter()
+            if t.record is not None:
+                t.record.append((self, time.time_ns() // 1000, data))
             return
         self.buf += data
         if not self.upgraded:
@@ -336,6 +344,7 @@ async def open_and_join(system: System, port: int, n: int, tally: Tally) -> list
 # -- servers -------------------------------------------------------------------------------
 
 Fire = Callable[[int], Awaitable[None]]
+Paced = Callable[[float, float], Awaitable[int]]
 
 
 @dataclass
@@ -344,22 +353,31 @@ class Running:
     pids: dict[str, int]
     fire: Fire
     close: Callable[[], Awaitable[None]]
+    #: ``paced(rate, duration)``: stamped messages at a fixed rate; returns how many.
+    paced: Paced | None = None
 
 
 def roost_frame() -> bytes:
     return ws_bytes(V2.broadcast(TOPIC, EVENT, Encoded.of(PAYLOAD)))
 
 
-async def _http_fire(port: int) -> tuple[Fire, Callable[[], Awaitable[None]]]:
+async def _http_fire(port: int) -> tuple[Fire, Paced, Callable[[], Awaitable[None]]]:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600))
 
-    async def fire(n: int) -> None:
-        async with session.get(f"http://127.0.0.1:{port}/fire?count={n}") as resp:
+    async def get(query: str) -> None:
+        async with session.get(f"http://127.0.0.1:{port}/fire?{query}") as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"fire: HTTP {resp.status} {body[:100]!r}")
 
-    return fire, session.close
+    async def fire(n: int) -> None:
+        await get(f"count={n}")
+
+    async def paced(rate: float, duration: float) -> int:
+        await get(f"rate={rate}&duration={duration}")
+        return round(rate * duration)
+
+    return fire, paced, session.close
 
 
 async def start_system(
@@ -386,7 +404,16 @@ async def start_system(
             if not reply.ok:
                 raise RuntimeError(f"fire refused: {reply.response}")
 
-        return Running(port, {"server": group.pids[name]}, fire_push, client.close)
+        async def paced_push(rate: float, duration: float) -> int:
+            payload = {"topic": TOPIC, "event": EVENT, "stamp": True}
+            payload.update(rate=rate, duration=duration)
+            reply = await ch.push("fire", payload, timeout=600)
+            if not reply.ok:
+                raise RuntimeError(f"fire refused: {reply.response}")
+            return int(reply.response["sent"])
+
+        pids = {"server": group.pids[name]}
+        return Running(port, pids, fire_push, client.close, paced_push)
 
     py = str(peers / ".venv" / "bin" / "python")
     assert redis_url is not None or system.key == "raw"
@@ -414,8 +441,8 @@ async def start_system(
         raise RuntimeError(f"did not start: {_tail(log)}") from None
     if proc.poll() is not None:
         raise RuntimeError(f"exited with {proc.returncode}: {_tail(log)}")
-    fire, close = await _http_fire(port)
-    return Running(port, {"server": proc.pid}, fire, close)
+    fire, paced, close = await _http_fire(port)
+    return Running(port, {"server": proc.pid}, fire, close, None if system.key == "raw" else paced)
 
 
 async def start_pair(
@@ -437,7 +464,8 @@ async def start_pair(
                 await asyncio.wait_for(r.close(), 5)
 
     pids = {"server": n2.pids["server"], "server n1": n1.pids["server"]}
-    return Running(n2.port, pids, n1.fire, close), [f"{system.key}-n1", f"{system.key}-n2"]
+    pair = Running(n2.port, pids, n1.fire, close, n1.paced)
+    return pair, [f"{system.key}-n1", f"{system.key}-n2"]
 
 
 def _wait_port(port: int) -> None:
@@ -546,6 +574,15 @@ async def measure_system(
                 + ("" if r["complete"] else f", LOST {r['lost']}")
             )
             await asyncio.sleep(0.2)
+        latency = None
+        if cfg.latency_s > 0 and run.paced is not None:
+            latency = await latency_phase(run, clients, tally, cfg.latency_rate, cfg.latency_s)
+            lat = latency["all_subscribers_ms"]
+            say(
+                f"{system.key} latency at {cfg.latency_rate:g} msg/s: every subscriber had a "
+                f"message after p50 {lat['p50'] or 0:.2f} ms, max {lat['max'] or 0:.2f} ms "
+                f"(lost {latency['lost']})"
+            )
     finally:
         close_clients(clients)
         with contextlib.suppress(Exception):
@@ -571,7 +608,64 @@ async def measure_system(
         },
         "join_s": join_s,
         "rounds": rounds,
+        "latency": latency,
     }
+
+
+STAMP = re.compile(rb'"ts": ?(\d{16})')  # the stamped payload, with or without a space
+
+
+async def latency_phase(
+    run: Running, clients: Sequence[CountingClient], tally: Tally, rate: float, duration: float
+) -> dict[str, Any]:
+    """Stamped messages at ``rate``/s; per message, when the first and the last of the
+    subscribers had it. Every read of every client is kept for the phase (cheap at these
+    rates) and scanned for stamps afterwards."""
+    assert run.paced is not None
+    await asyncio.sleep(0.2)
+    tally.record = []
+    try:
+        sent = await run.paced(rate, duration)
+        deadline = time.perf_counter() + max(30.0, 3 * duration)
+        while time.perf_counter() < deadline and time.perf_counter() - tally.last < 1.0:
+            await asyncio.sleep(0.05)
+        record = tally.record
+    finally:
+        tally.record = None
+    tails: dict[int, bytes] = {}
+    seen: dict[int, set[int]] = {}
+    times: dict[int, list[int]] = {}
+    for client, t, data in record:
+        key = id(client)
+        buf = tails.get(key, b"") + data
+        tails[key] = buf[-24:]
+        mine = seen.setdefault(key, set())
+        for m in STAMP.findall(buf):
+            stamp = int(m)
+            if stamp not in mine:  # a stamp left whole in the tail is found twice
+                mine.add(stamp)
+                times.setdefault(stamp, []).append(t)
+    received = sum(len(v) for v in times.values())
+    last = sorted((max(ts) - s) / 1000 for s, ts in times.items())
+    first = sorted((min(ts) - s) / 1000 for s, ts in times.items())
+    return {
+        "rate": rate,
+        "duration_s": duration,
+        "sent": sent,
+        "subscribers": len(clients),
+        "messages_seen": len(times),
+        "lost": sent * len(clients) - received,
+        "all_subscribers_ms": {
+            "p50": _pct(last, 0.5), "p90": _pct(last, 0.9), "max": last[-1] if last else None,
+        },
+        "first_subscriber_ms": {"p50": _pct(first, 0.5), "p90": _pct(first, 0.9)},
+    }  # fmt: skip
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
 def _flush(url: str) -> None:
@@ -649,6 +743,8 @@ def run(
             "min_messages_per_round": cfg.min_messages,
             "target_round_s": cfg.round_s,
             "rounds": cfg.rounds,
+            "latency_rate": cfg.latency_rate,
+            "latency_s": cfg.latency_s,
             "redis": "private redis-server" if cfg.redis_url is None else "given URL",
             "aggregate": "median of the rounds",
         },
@@ -754,7 +850,26 @@ def table(res: dict[str, Any]) -> list[str]:
         ]
         if parts and not cross:  # the targets are scenario 1's (one node)
             lines.append(f"targets, {ours}: " + "; ".join(parts))
+    timed = [r for r in res["systems"] if r["status"] == "ok" and r.get("latency")]
+    if timed:
+        lat0 = timed[0]["latency"]
+        lines.append(
+            f"latency at {lat0['rate']:g} msg/s for {lat0['duration_s']:g} s, "
+            f"{lat0['subscribers']} subscribers: send stamp -> the message at every subscriber "
+            "(and at the first), ms"
+        )
+        for r in timed:
+            lat = r["latency"]
+            a, f = lat["all_subscribers_ms"], lat["first_subscriber_ms"]
+            lines.append(
+                f"{r['label']:<64} | all p50 {_ms(a['p50']):>8} p90 {_ms(a['p90']):>8} "
+                f"max {_ms(a['max']):>8} | first p50 {_ms(f['p50']):>8} | lost {lat['lost']}"
+            )
     return lines
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def plot(res: dict[str, Any], path: Path) -> bool:
@@ -792,4 +907,37 @@ def plot(res: dict[str, Any], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    timed = [r for r in ok if r.get("latency") and r["latency"]["all_subscribers_ms"]["p50"]]
+    if timed:
+        plot_latency(res, timed, path.with_name(path.stem + "-latency.png"))
     return True
+
+
+def plot_latency(res: dict[str, Any], timed: list[dict[str, Any]], path: Path) -> None:
+    """Bars: the time until every subscriber had a message (p50, and the worst)."""
+    plt = pyplot()
+    assert plt is not None
+    timed = sorted(timed, key=lambda r: -r["latency"]["all_subscribers_ms"]["p50"])
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(timed) + 1.6))
+    labels = [r["label"] for r in timed]
+    p50 = [r["latency"]["all_subscribers_ms"]["p50"] for r in timed]
+    worst = [r["latency"]["all_subscribers_ms"]["max"] for r in timed]
+    colors = ["tab:orange" if r["system"].startswith("roost") else "tab:blue" for r in timed]
+    ax.barh(labels, worst, color="lightgray", label="max")
+    ax.barh(labels, p50, color=colors, label="p50")
+    for y, (a, w) in enumerate(zip(p50, worst, strict=True)):
+        ax.annotate(f" {a:.2f} ms (max {w:.1f})", (w, y), va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(p50) / 2, max(worst) * 8)
+    lat = timed[0]["latency"]
+    cross = "two instances on one Redis, " if res["config"].get("cross_node") else ""
+    ax.set_xlabel("ms from the send stamp until every subscriber had the message (log)")
+    ax.set_title(
+        f"latency at {lat['rate']:g} msg/s, {lat['subscribers']} subscribers\n"
+        f"({cross}{lat['sent']} stamped messages)"
+    )
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

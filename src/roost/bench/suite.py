@@ -37,7 +37,9 @@ def scenarios(out: Path, quick: bool, setup: bool, timeout: float) -> list[Scena
         xn = crossnode.Config(rates=[1000, 5000], duration=1.0, rounds=1, saturation=2000, out=out)
         rm = rooms.Config(rooms=200, members=10, messages=10, rounds=1, out=out)
         cn = connections.Config(clients=2000, rest=2.0, heartbeat=10.0, out=out)
-        one = peers.Config(clients=200, messages=100, min_messages=10, rounds=1, round_s=0.5)
+        one = peers.Config(
+            clients=200, messages=100, min_messages=10, rounds=1, round_s=0.5, latency_s=2.0
+        )
     else:
         fan = ([1000, 10_000], 200, 5)
         xn = crossnode.Config(rates=[1000, 5000, 20_000], out=out)
