@@ -16,6 +16,18 @@ const { Server } = require("socket.io");
 const { createAdapter } = require("@socket.io/redis-adapter");
 const { createClient } = require("redis");
 
+// Wall clock in µs for the stamps. performance.timeOrigin can be milliseconds off the
+// system clock, so the base is taken where Date.now() ticks over to its next
+// millisecond, and the monotonic clock counts from there.
+function wallClockUs() {
+  const start = Date.now();
+  let edge = start;
+  while (edge === start) edge = Date.now(); // at most 1 ms, once
+  const base = BigInt(edge) * 1000n - process.hrtime.bigint() / 1000n;
+  return () => Number(base + process.hrtime.bigint() / 1000n);
+}
+const nowUs = wallClockUs();
+
 const ROOM = "bench";
 const PAYLOAD = { user: "al", body: "hello world, from roost", id: "018c2a" };
 
@@ -56,7 +68,7 @@ async function main() {
       while (sent < total) {
         const due = Math.min(total, Math.floor(((performance.now() - t0) / 1000) * rate) + 1) - sent;
         for (let i = 0; i < due; i++) {
-          const ts = Math.round((performance.timeOrigin + performance.now()) * 1000);
+          const ts = nowUs();
           io.to(ROOM).emit("new:msg", { ts, user: "bench", body: "hello world, from roost" });
         }
         sent += Math.max(due, 0);
