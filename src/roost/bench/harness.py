@@ -256,14 +256,11 @@ def tcp_bytes_received(pid: int, remote_port: int) -> dict[int, int] | None:
 class Tally:
     """Bytes received by a set of clients, and when the last read happened."""
 
-    __slots__ = ("last", "record", "total")
+    __slots__ = ("last", "total")
 
     def __init__(self) -> None:
         self.total = 0
         self.last = time.perf_counter()
-        # When a list: every read is appended as (client, receipt time in µs, bytes), for
-        # latency phases at low rates (see peers.latency_phase).
-        self.record: list[tuple[object, int, bytes]] | None = None
 
     def reset(self) -> None:
         self.total = 0
@@ -282,8 +279,6 @@ class TallyClient(CountingClient):
             tally = self.tally
             tally.total += n
             tally.last = time.perf_counter()
-            if tally.record is not None:
-                tally.record.append((self, time.time_ns() // 1000, data))
             return
         super().data_received(data)
 
