@@ -50,3 +50,24 @@ def test_connections_bench_runs(tmp_path: Path) -> None:
     assert res["node_metrics"].get("roost_channels_joined") == 200
     assert res["kib_per_connection_joined"] > 0
     assert res["joins_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["peers", "--latency-rate", "0"],
+        ["peers", "--latency-seconds", "-1"],
+        ["peers", "--only", "nosuchpeer"],
+        ["connections", "--clients", "-5"],
+        ["all", "--timeout", "soon"],
+    ],
+)
+def test_bench_options_refuse_bad_values(args: list[str]) -> None:
+    """A bad option is a usage error (exit 2, the option named), before anything starts."""
+    from click.testing import CliRunner
+
+    from roost.cli import main
+
+    result = CliRunner().invoke(main, ["bench", *args])
+    assert result.exit_code == 2, result.output
+    assert "Error" in result.output

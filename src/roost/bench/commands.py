@@ -182,6 +182,7 @@ def bench_rooms(
 @bench.command("connections")
 @click.option(
     "--clients",
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Capped by the fd limit; 0: as many as it allows (at most 60,000).",
@@ -249,10 +250,18 @@ def bench_connections(
     "(only the systems that go through Redis).",
 )
 @click.option(
-    "--latency-rate", default=2.0, show_default=True, help="Stamped msg/s of the latency phase."
+    "--latency-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Stamped msg/s of the latency phase.",
 )
 @click.option(
-    "--latency-seconds", default=10.0, show_default=True, help="Its length (0: no latency phase)."
+    "--latency-seconds",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Its length (0: no latency phase).",
 )
 @click.option("--timeout", default=1800.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")

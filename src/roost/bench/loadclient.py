@@ -29,6 +29,16 @@ def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     return head + b"\x00\x00\x00\x00" + payload
 
 
+def upgrade_request(host: str, path: str) -> bytes:
+    """The HTTP request that opens a WebSocket (``host`` as ``name:port``)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
 def join_frame(topic: str, ref: str = "1") -> bytes:
     return client_frame(orjson.dumps([ref, ref, topic, "phx_join", {}]))
 
@@ -46,14 +56,7 @@ class CountingClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.transport.write(
-            (
-                f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.transport.write(upgrade_request(self.host, self.path))
 
     def data_received(self, data: bytes) -> None:
         if self.upgraded:

@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import math
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -59,6 +58,7 @@ from typing import Any
 import aiohttp
 
 from ..protocol import V2, Encoded, ws_bytes
+from .channel import STAMP_RE
 from .harness import (
     CpuMeter,
     Group,
@@ -613,9 +613,6 @@ async def measure_system(
     }
 
 
-STAMP = re.compile(rb'"ts": ?(\d{16})')  # the stamped payload, with or without a space
-
-
 SO_TIMESTAMP = getattr(socket, "SO_TIMESTAMP", 29)  # Linux: kernel receive time, µs
 
 
@@ -693,7 +690,7 @@ async def latency_phase(
         buf = tails.get(key, b"") + data
         tails[key] = buf[-24:]
         mine = seen.setdefault(key, set())
-        for m in STAMP.findall(buf):
+        for m in STAMP_RE.findall(buf):
             stamp = int(m)
             if stamp not in mine:  # a stamp left whole in the tail is found twice
                 mine.add(stamp)

@@ -23,8 +23,6 @@ Run: ``python -m roost.bench.sink HOST PORT TOPIC COUNT [--interval S]``; it pri
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import select
 import socket
 import sys
@@ -32,7 +30,7 @@ import time
 
 import orjson
 
-from .loadclient import join_frame
+from .loadclient import join_frame, upgrade_request
 
 WS_PATH = "/socket/websocket?vsn=2.0.0"
 IDLE = 3.0
@@ -42,14 +40,7 @@ BUF = 1 << 18
 def upgrade(host: str, port: int, path: str, timeout: float = 30.0) -> socket.socket:
     """A connected, upgraded WebSocket (blocking, until joined)."""
     sock = socket.create_connection((host, port), timeout=timeout)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    sock.sendall(upgrade_request(f"{host}:{port}", path))
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(4096)

@@ -315,9 +315,7 @@ class PubSub:
             else:
                 subs = self._topics.get(env.topic)
                 if subs:
-                    plan = self._plans.get(env.topic)
-                    if plan is None:
-                        plan = self._plans[env.topic] = Plan(subs)
+                    plan = self._plan(env.topic, subs)
                     self.delivered += plan.broadcast_run(env.topic, envs[i:j])
             i = j
 
@@ -342,10 +340,14 @@ class PubSub:
         excluded; a ``broadcast_from`` takes the general path)."""
         if exclude is not None:
             return fastlane(subs, topic, event, payload, exclude)
+        return self._plan(topic, subs).broadcast(topic, event, payload)
+
+    def _plan(self, topic: str, subs: dict[Subscriber, None]) -> Plan:
+        """The topic's Plan, made on first use after a change of its subscribers."""
         plan = self._plans.get(topic)
         if plan is None:
             plan = self._plans[topic] = Plan(subs)
-        return plan.broadcast(topic, event, payload)
+        return plan
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
