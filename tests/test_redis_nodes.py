@@ -212,7 +212,10 @@ async def test_liveness_probe_restarts_a_silent_subscription(redis_server: Redis
     await sender.start("s", lambda e: None)
     await receiver.start("r", got.extend)
     try:
-        await receiver.simulate_silent_stall()
+        # Unsubscribe everything behind the broker's back: the connection stays up
+        # but nothing arrives any more (a silent stall).
+        assert receiver.link.conn is not None
+        await receiver.link.conn.send_command("UNSUBSCRIBE")
         await until(lambda: receiver.stats.probe_restarts >= 1, 10, "a probe restart")
         await until(lambda: receiver.stats.connected, 10, "resubscribed")
         await sender.publish(Envelope("s", 0, "t", "e", Encoded.of({"after": "stall"})))

@@ -227,6 +227,15 @@ def main() -> None:
     type=float,
     help="Seconds between liveness probes through Redis.",
 )
+@click.option(
+    "--redis-timeout",
+    envvar="ROOST_REDIS_TIMEOUT",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Deadline of every Redis command (connect, pool wait, reply); a stored "
+    "publish answers within twice this (keep it under phoenix.js's 10 s push timeout).",
+)
 @click.option("--bench", is_flag=True, hidden=True, help="Serve the bench:* channel.")
 @click.option(
     "--echo",
@@ -251,6 +260,7 @@ def serve(
     redis_key: str | None,
     redis_signing_key: str,
     probe_interval: float,
+    redis_timeout: float,
     secret: str,
     require_token: bool,
     rooms: str,
@@ -315,6 +325,7 @@ def serve(
             mode=pubsub_mode,
             keys=Keys(redis_prefix, app_name),
             probe_interval=probe_interval,
+            timeout=redis_timeout,
             signing_key=redis_signing_key.encode() or None,
             **tls,
         )

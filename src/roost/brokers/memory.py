@@ -73,8 +73,9 @@ class MemoryBroker:
             if other is not self and other._deliver is not None and envelope.topic in other.topics:
                 other._deliver((envelope,))
 
-    async def subscribe(self, topic: str) -> None:
+    async def subscribe(self, topic: str) -> Position | None:
         self.topics.add(topic)
+        return None
 
     async def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)

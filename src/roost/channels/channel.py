@@ -27,7 +27,16 @@ class Channel:
     history_events: ClassVar[frozenset[str]] = frozenset()
 
     # Slots keep an idle joined channel small (a subclass may still add attributes).
-    __slots__ = ("_assigns", "join_ref", "joined", "socket", "subscribed", "topic", "wire")
+    __slots__ = (
+        "_assigns",
+        "join_ref",
+        "joined",
+        "joined_at",
+        "socket",
+        "subscribed",
+        "topic",
+        "wire",
+    )
 
     def __init__(self, socket: Socket, topic: str, join_ref: str | None) -> None:
         self.socket = socket
@@ -37,6 +46,9 @@ class Channel:
         self._assigns: dict[str, Any] | None = None
         self.joined = False
         self.subscribed = False
+        #: Where the history in the join reply ends (set by ``history``): broadcasts up
+        #: to it are not pushed again after the reply.
+        self.joined_at: Position | None = None
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -70,10 +82,13 @@ class Channel:
 
         The socket subscribes every joined channel anyway; a ``join`` that reads
         history calls this first (after its authorization checks), so nothing
-        published between the history read and the subscription is missed.
+        published between the subscription and the history read is missed. Until the
+        join reply is written, broadcasts are held back (the socket releases them,
+        minus those already in the reply's history). Raises HistoryUnavailable when
+        the broker cannot subscribe.
         """
         if not self.subscribed:
-            await self.socket.endpoint.pubsub.subscribe(self.topic, self)
+            await self.socket.endpoint.pubsub.subscribe(self.topic, self, hold=not self.joined)
             self.subscribed = True
 
     @property
@@ -118,7 +133,10 @@ class Channel:
     async def history(self, since: Position | None = None) -> Recovery:
         """The topic's history after ``since`` (or its latest messages)."""
         endpoint = self.socket.endpoint
-        return await endpoint.pubsub.history(self.topic, since, endpoint.history)
+        recovery = await endpoint.pubsub.history(self.topic, since, endpoint.history)
+        if not self.joined:
+            self.joined_at = recovery.position
+        return recovery
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.topic} join_ref={self.join_ref}>"

@@ -23,7 +23,7 @@ from ..protocol import (
     Message,
     ProtocolError,
 )
-from ..pubsub import Wire
+from ..pubsub import HistoryUnavailable, Wire
 from ..security.ratelimit import TokenBucket
 from .channel import Channel
 from .endpoint import Endpoint
@@ -45,6 +45,7 @@ UNMATCHED = Encoded.of({"reason": "unmatched topic"})
 RATE_LIMITED = Encoded.of({"reason": "rate limited"})
 TOO_MANY = Encoded.of({"reason": "too many channels joined"})
 JOIN_CRASHED = Encoded.of({"reason": "join crashed"})
+UNAVAILABLE = Encoded.of({"reason": "temporarily unavailable"})
 
 
 class CloseSocket(Exception):
@@ -204,9 +205,17 @@ class Socket:
         channel = cls(self, topic, msg.join_ref)
         try:
             response = await channel.join(msg.payload)
+            # Subscribed (held) before the reply: nothing published after an ok join
+            # is missed, and nothing of this topic is written before the reply.
+            await channel.subscribe()
         except JoinError as refused:
             self._unsubscribe(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", Encoded.of(refused.response))
+            return
+        except HistoryUnavailable:
+            log.warning("join of %s refused: the broker is unavailable", topic)
+            self._unsubscribe(channel)
+            self._reply(msg.join_ref, msg.ref, topic, "error", UNAVAILABLE)
             return
         except Exception:
             log.exception("join crashed topic=%s", topic)
@@ -218,9 +227,8 @@ class Socket:
             return
         self.channels[topic] = channel
         channel.joined = True
-        # Subscribed before the reply: nothing published after an ok join is missed.
-        await channel.subscribe()
         self._reply(msg.join_ref, msg.ref, topic, "ok", Encoded.of(response))
+        self.endpoint.pubsub.release(topic, channel, channel.joined_at)
         try:
             await channel.after_join()
         except Exception:

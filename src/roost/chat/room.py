@@ -50,12 +50,13 @@ class RoomChannel(Channel):
         settings = self.socket.endpoint.settings.get("chat")
         if settings is not None and not settings.may_join(room, self.assigns):
             raise JoinError("unauthorized")
-        await self.subscribe()  # before reading history: no message falls in between
         try:
+            await self.subscribe()  # before reading history: no message falls in between
             recovery = await self.history(since)
-        except Exception:  # history is down: the room still works, live
-            log.warning("history unavailable for %s", self.topic, exc_info=True)
-            return {"history": [], "recovered": False, "node": self.node}
+        except HistoryUnavailable:
+            # Never an ok without a cursor: the client retries (phoenix.js rejoins).
+            log.warning("history unavailable for %s: join refused", self.topic)
+            raise JoinError("temporarily unavailable") from None
         return join_reply(recovery, self.node)
 
     async def after_join(self) -> None:

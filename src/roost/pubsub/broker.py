@@ -32,8 +32,13 @@ class Broker(Protocol):
 
     async def publish(self, envelope: Envelope) -> None: ...
 
-    async def subscribe(self, topic: str) -> None:
-        """Return once envelopes for ``topic`` published from now on will be delivered."""
+    async def subscribe(self, topic: str) -> Position | None:
+        """Return once envelopes for ``topic`` published from now on will be delivered.
+
+        A broker that ``delivers_stored`` returns the topic's position at that moment:
+        every stored broadcast after it will be delivered, exactly once, in order.
+        Raises HistoryUnavailable when it cannot subscribe (nothing is left behind).
+        """
         ...
 
     async def unsubscribe(self, topic: str) -> None: ...

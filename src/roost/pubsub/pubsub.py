@@ -164,12 +164,32 @@ def _frames(
     return own
 
 
+class _Held:
+    """A joining subscriber's broadcasts, kept until its join reply is on the wire."""
+
+    __slots__ = ("after", "buffer", "waiting")
+
+    def __init__(self) -> None:
+        self.after: Position | None = None  # the end of the history its reply carried
+        self.buffer: list[Envelope] = []
+        self.waiting = False  # reply sent; waiting for this node to reach ``after``
+
+
 class PubSub:
     """Local subscribers per topic, and a broker that carries broadcasts to other nodes.
 
     ``broadcast`` encodes the payload once, hands an envelope to the broker, then
     fastlanes it to local subscribers; envelopes from other nodes arrive through
     ``_deliver`` and are fastlaned the same way, the payload never parsed.
+
+    The join boundary: a channel subscribes *held* (``hold=True``) before it reads
+    its history, so nothing published meanwhile is missed, but its broadcasts are kept
+    aside. ``release`` — called once the join reply is on the wire — writes the kept
+    ones that the reply's history did not already hold, in order, and makes it a plain
+    subscriber. For a broker that ``delivers_stored``, the release waits until this
+    node has delivered the topic up to the reply's position (``_positions``): from then
+    on the subscriber is in step with every other local subscriber of the topic, and
+    each stored broadcast reaches it exactly once.
     """
 
     def __init__(self, node: str, broker: Broker | None = None) -> None:
@@ -178,6 +198,8 @@ class PubSub:
         self.node = node
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self._topics: dict[str, dict[Subscriber, None]] = {}
+        self._held: dict[str, dict[Subscriber, _Held]] = {}
+        self._positions: dict[str, Position] = {}  # the last stored broadcast delivered
         self._plans: dict[str, Plan] = {}  # made on a topic's first broadcast, dropped on change
         self._pending: dict[str, asyncio.Future[None]] = {}
         self.delivered = 0
@@ -189,58 +211,126 @@ class PubSub:
         await self.broker.stop()
 
     # -- registry --------------------------------------------------------------------
-    async def subscribe(self, topic: str, sub: Subscriber) -> None:
+    async def subscribe(self, topic: str, sub: Subscriber, *, hold: bool = False) -> None:
         """Add a local subscriber; the first one for a topic subscribes the broker.
 
-        Returns once the broker confirmed, so no broadcast published afterwards is missed.
+        Returns once the broker confirmed, so no broadcast published afterwards is
+        missed; raises (and adds nothing) if the broker could not subscribe. With
+        ``hold``, broadcasts are kept for the subscriber until ``release``.
         """
-        self._plans.pop(topic, None)
-        subs = self._topics.get(topic)
-        if subs is None:
-            subs = self._topics[topic] = {}
-            subs[sub] = None
+        first = topic not in self._topics and topic not in self._held
+        if hold:
+            self._held.setdefault(topic, {})[sub] = _Held()
+        else:
+            self._topics.setdefault(topic, {})[sub] = None
+            self._plans.pop(topic, None)
+        if first:
             fut = asyncio.get_running_loop().create_future()
             self._pending[topic] = fut
             try:
-                await self.broker.subscribe(topic)
+                position = await self.broker.subscribe(topic)
+                if position is not None:
+                    self._positions[topic] = position
                 fut.set_result(None)
             except BaseException as exc:
                 fut.set_exception(exc)
                 fut.exception()  # mark retrieved
-                subs.pop(sub, None)
-                self._plans.pop(topic, None)
-                if not subs and self._topics.get(topic) is subs:
-                    del self._topics[topic]
+                self._remove(topic, sub)
                 raise
             finally:
                 if self._pending.get(topic) is fut:
                     del self._pending[topic]
             return
-        subs[sub] = None
         pending = self._pending.get(topic)
         if pending is not None:
-            await asyncio.shield(pending)
+            try:
+                await asyncio.shield(pending)
+            except BaseException:
+                self._remove(topic, sub)
+                raise
+
+    def release(self, topic: str, sub: Subscriber, after: Position | None) -> None:
+        """The join reply (its history ending at ``after``) is written: deliver what
+        was kept for ``sub`` past ``after`` and make it a plain subscriber — now, or
+        as soon as this node has delivered the topic up to ``after``."""
+        held = self._held.get(topic)
+        kept = held.get(sub) if held is not None else None
+        if kept is None:
+            return
+        kept.after = after
+        if self._caught_up(topic, after):
+            self._release(topic, sub, kept)
+        else:
+            kept.waiting = True
+
+    def _caught_up(self, topic: str, after: Position | None) -> bool:
+        if after is None or after.offset == 0 or not self.broker.delivers_stored:
+            return True
+        at = self._positions.get(topic)
+        return at is not None and at.epoch == after.epoch and at.offset >= after.offset
+
+    def _release(self, topic: str, sub: Subscriber, kept: _Held) -> None:
+        held = self._held[topic]
+        del held[sub]
+        if not held:
+            del self._held[topic]
+        after = kept.after
+        mine = str(id(sub))
+        for env in kept.buffer:
+            if (
+                after is not None
+                and env.offset is not None
+                and env.epoch == after.epoch
+                and env.offset <= after.offset
+            ):
+                continue  # already in the reply's history
+            if env.exclude is not None and env.node == self.node and env.exclude == mine:
+                continue
+            self.delivered += fastlane([sub], topic, env.event, env.payload)
+        self._topics.setdefault(topic, {})[sub] = None
+        self._plans.pop(topic, None)
+
+    def _keep(self, held: dict[Subscriber, _Held], topic: str, envs: Sequence[Envelope]) -> None:
+        """Broadcasts for held subscribers; a waiting one is released once caught up."""
+        for sub, kept in list(held.items()):
+            kept.buffer.extend(envs)
+            if kept.waiting and self._caught_up(topic, kept.after):
+                self._release(topic, sub, kept)
 
     def unsubscribe(self, topic: str, sub: Subscriber) -> None:
-        subs = self._topics.get(topic)
-        if subs is None or sub not in subs:
-            return
-        del subs[sub]
-        self._plans.pop(topic, None)
-        if not subs:
-            del self._topics[topic]
+        if self._remove(topic, sub):
             task = asyncio.get_running_loop().create_task(self._broker_unsubscribe(topic))
             task.add_done_callback(_log_failure)
 
+    def _remove(self, topic: str, sub: Subscriber) -> bool:
+        """Forget ``sub``; True when the topic has no local subscriber left."""
+        subs = self._topics.get(topic)
+        held = self._held.get(topic)
+        if subs is not None and sub in subs:
+            del subs[sub]
+            self._plans.pop(topic, None)
+            if not subs:
+                del self._topics[topic]
+        elif held is not None and sub in held:
+            del held[sub]
+            if not held:
+                del self._held[topic]
+        else:
+            return False
+        if topic in self._topics or topic in self._held:
+            return False
+        self._positions.pop(topic, None)
+        return True
+
     async def _broker_unsubscribe(self, topic: str) -> None:
-        if topic not in self._topics:
+        if topic not in self._topics and topic not in self._held:
             await self.broker.unsubscribe(topic)
 
     def subscribers(self, topic: str) -> int:
-        return len(self._topics.get(topic, ()))
+        return len(self._topics.get(topic, ())) + len(self._held.get(topic, ()))
 
     def topics(self) -> list[str]:
-        return list(self._topics)
+        return list({**self._topics, **self._held})
 
     # -- broadcasting ----------------------------------------------------------------
     async def broadcast(
@@ -265,24 +355,34 @@ class PubSub:
             stored = await self.broker.publish_stored(env, store)
             if self.broker.delivers_stored:
                 return 0
-            return self.local_broadcast(topic, event, stored.payload, exclude=exclude)
+            return self._local(stored, exclude)
         try:
             await self.broker.publish(env)
         except Exception:
             # Other nodes miss this one; this node's subscribers must not.
             log.exception("broker publish failed topic=%s", topic)
-        return self.local_broadcast(topic, event, encoded, exclude=exclude)
+        return self._local(env, exclude)
+
+    def _local(self, env: Envelope, exclude: object) -> int:
+        topic = env.topic
+        sent = 0
+        subs = self._topics.get(topic)
+        if subs:
+            sent = self._fanout(topic, subs, env.event, env.payload, exclude)
+            self.delivered += sent
+        held = self._held.get(topic)
+        if held:
+            self._keep(held, topic, (env,))
+        return sent
 
     def local_broadcast(
         self, topic: str, event: str, payload: Any, *, exclude: object = None
     ) -> int:
         """Send to this node's subscribers of ``topic`` only."""
-        subs = self._topics.get(topic)
-        if not subs:
-            return 0
-        sent = self._fanout(topic, subs, event, Encoded.of(payload), exclude)
-        self.delivered += sent
-        return sent
+        marker = None if exclude is None else str(id(exclude))
+        return self._local(
+            Envelope(self.node, 0, topic, event, Encoded.of(payload), marker), exclude
+        )
 
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         return await self.broker.history(topic, since, policy)
@@ -296,7 +396,7 @@ class PubSub:
         gets them in one write.
         """
         if len(envs) == 1:
-            self._deliver_one(envs[0])
+            self._deliver_run(envs)
             return
         node = self.node
         i, n = 0, len(envs)
@@ -310,23 +410,31 @@ class PubSub:
                     if nxt.topic != topic or (nxt.exclude is not None and nxt.node == node):
                         break
                     j += 1
-            if j - i == 1:
-                self._deliver_one(env)
-            else:
-                subs = self._topics.get(env.topic)
-                if subs:
-                    plan = self._plan(env.topic, subs)
-                    self.delivered += plan.broadcast_run(env.topic, envs[i:j])
+            self._deliver_run(envs[i:j])
             i = j
 
-    def _deliver_one(self, env: Envelope) -> None:
-        subs = self._topics.get(env.topic)
-        if not subs:
+    def _deliver_run(self, envs: Sequence[Envelope]) -> None:
+        """Envelopes of one topic (several only when none excludes a local subscriber)."""
+        last = envs[-1]
+        topic = last.topic
+        subs = self._topics.get(topic)
+        held = self._held.get(topic)
+        if not subs and not held:
             return
-        exclude = None
-        if env.exclude is not None and env.node == self.node:
-            exclude = next((s for s in subs if str(id(s)) == env.exclude), None)
-        self.delivered += self._fanout(env.topic, subs, env.event, env.payload, exclude)
+        for env in reversed(envs):
+            if env.offset is not None:
+                self._positions[topic] = Position(env.offset, env.epoch or "")
+                break
+        if subs:
+            if len(envs) > 1:
+                self.delivered += self._plan(topic, subs).broadcast_run(topic, envs)
+            else:
+                exclude = None
+                if last.exclude is not None and last.node == self.node:
+                    exclude = next((s for s in subs if str(id(s)) == last.exclude), None)
+                self.delivered += self._fanout(topic, subs, last.event, last.payload, exclude)
+        if held:
+            self._keep(held, topic, envs)
 
     def _fanout(
         self,

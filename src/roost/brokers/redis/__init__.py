@@ -1,6 +1,8 @@
 """The Redis broker: Pub/Sub between nodes, node names, envelopes."""
 
-from .broker import BrokerStats, DuplicateNodeError, RedisBroker
+from .broker import RedisBroker
 from .keys import Keys
+from .nodes import DuplicateNodeError
+from .stats import BrokerStats
 
 __all__ = ["BrokerStats", "DuplicateNodeError", "Keys", "RedisBroker"]

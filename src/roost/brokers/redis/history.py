@@ -59,6 +59,22 @@ return {epoch, top, entries}
 """
 
 
+# A topic's position and the entries after a cursor, for catch-ups and gap fills. Does
+# not create the topic. ARGV: the cursor's epoch ('' if none), its offset, how many
+# entries at most (0: the position only). When the epoch is not the cursor's (the
+# history was lost and began again), the entries are read from the new epoch's start.
+# Returns {epoch or false, top offset, entries}.
+CATCH_UP = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {false, 0, {}} end
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if tonumber(ARGV[3]) == 0 then return {epoch, top, {}} end
+local after = ARGV[2]
+if epoch ~= ARGV[1] then after = '0' end
+return {epoch, top, redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])}
+"""
+
+
 def parse_entries(entries: list[Any]) -> list[StoredMessage]:
     """Stream entries → StoredMessages, in the given order.
 

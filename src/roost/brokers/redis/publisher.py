@@ -1,0 +1,185 @@
+"""The ordered publisher: every broadcast a node sends to Redis, in order, pipelined.
+
+Publishes are queued and sent by one task, everything queued in one pipelined round
+trip, so they reach Redis in the order they were made. Two kinds of item:
+
+- ``PlainPublish``: a PUBLISH of an envelope (local members already have it). If
+  Redis does not take it, it stays at the head of the queue and goes again once Redis
+  answers — for up to ``plain_ttl`` seconds, then it is dropped and counted.
+- ``StoredPublish``: the history script (store, then publish). Its caller awaits the
+  offset and gets ``HistoryUnavailable`` — an error reply to the client, never a
+  late ``ok`` — when Redis failed the batch or the ``deadline`` passed before it
+  could be sent. (A frozen Redis that wakes up may still run a batch whose reply
+  timed out: the client was told "error" for a message that then appears. That
+  message was not acknowledged; nothing acknowledged is lost.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...pubsub.history import HistoryUnavailable
+from .connection import BACKOFF, REDIS_ERRORS, RedisConnection, text
+from .history import PUBLISH_STORED
+from .stats import BrokerStats
+
+log = logging.getLogger("roost.redis")
+
+MAX_BATCH = 1000  # commands in one pipelined round trip
+
+
+@dataclass(slots=True)
+class PlainPublish:
+    channel: str
+    data: bytes
+    born: float
+
+
+@dataclass(slots=True)
+class StoredPublish:
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[tuple[int, str]]
+    deadline: float
+
+
+class Publisher:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        stats: BrokerStats,
+        *,
+        deadline: float,
+        max_queue: int = 100_000,
+        plain_ttl: float = 30.0,
+    ) -> None:
+        self.connection = connection
+        self.stats = stats
+        self.deadline = deadline
+        self.max_queue = max_queue
+        self.plain_ttl = plain_ttl
+        self.clock = connection.clock
+        self.queue: deque[PlainPublish | StoredPublish] = deque()
+        self._event = asyncio.Event()
+        self._script = connection.redis.register_script(PUBLISH_STORED)
+        #: Metrics hook: seconds of one pipelined round trip.
+        self.observe: Callable[[float], None] | None = None
+
+    def plain(self, channel: str, data: bytes) -> bool:
+        """Queue a PUBLISH; False (counted as dropped) when the queue is full."""
+        if len(self.queue) >= self.max_queue:
+            self.stats.dropped += 1
+            return False
+        self.queue.append(PlainPublish(channel, data, self.clock()))
+        self._event.set()
+        return True
+
+    async def stored(self, keys: list[str], args: list[Any]) -> tuple[int, str]:
+        """Run the history script in order with everything else; its (offset, epoch)."""
+        if len(self.queue) >= self.max_queue:
+            self.stats.dropped += 1
+            raise HistoryUnavailable("publish queue full")
+        fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self.queue.append(StoredPublish(keys, args, fut, self.clock() + self.deadline))
+        self._event.set()
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            self.stats.publish_timeouts += 1
+            if not fut.done():  # not sent yet: it never will be
+                fut.set_exception(HistoryUnavailable("publish deadline passed"))
+                fut.exception()
+            raise HistoryUnavailable("publish deadline passed") from None
+
+    def _next_batch(self) -> list[PlainPublish | StoredPublish]:
+        """Take up to MAX_BATCH items; stored ones whose caller gave up are skipped."""
+        now = self.clock()
+        batch: list[PlainPublish | StoredPublish] = []
+        queue = self.queue
+        while queue and len(batch) < MAX_BATCH:
+            item = queue.popleft()
+            if isinstance(item, StoredPublish):
+                if item.future.done():
+                    continue
+                if now >= item.deadline:
+                    self.stats.publish_timeouts += 1
+                    item.future.set_exception(HistoryUnavailable("publish deadline passed"))
+                    item.future.exception()
+                    continue
+            elif now - item.born > self.plain_ttl:
+                self.stats.publish_errors += 1
+                continue
+            batch.append(item)
+        return batch
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            while self.queue:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                try:
+                    results = await self._send(batch)
+                except REDIS_ERRORS as exc:
+                    failures += 1
+                    self._failed(batch, exc, failures)
+                    await asyncio.sleep(BACKOFF[min(failures - 1, 3)])
+                    continue
+                failures = 0
+                for item, result in zip(batch, results, strict=True):
+                    if isinstance(item, StoredPublish) and not item.future.done():
+                        if isinstance(result, Exception):
+                            item.future.set_exception(HistoryUnavailable(str(result)))
+                            item.future.exception()
+                        else:
+                            item.future.set_result((int(result[0]), text(result[1])))
+                self.stats.published += len(batch)
+
+    async def _send(self, batch: list[PlainPublish | StoredPublish]) -> list[Any]:
+        # A hard bound on top of the connection's own deadlines (pool wait, connect,
+        # each reply), so a batch can never hold the queue for long.
+        async with asyncio.timeout(3 * self.connection.timeout):
+            async with self.connection.redis.pipeline(transaction=False) as pipe:
+                for item in batch:
+                    if isinstance(item, PlainPublish):
+                        pipe.publish(item.channel, item.data)
+                    else:
+                        await self._script(keys=item.keys, args=item.args, client=pipe)
+                t0 = self.clock()
+                results = await pipe.execute(raise_on_error=False)
+                if self.observe is not None:
+                    self.observe(self.clock() - t0)
+                return list(results)
+
+    def _failed(
+        self, batch: list[PlainPublish | StoredPublish], exc: BaseException, failures: int
+    ) -> None:
+        """Stored items fail to their callers; plain ones go back to the queue's head."""
+        retry = [item for item in batch if isinstance(item, PlainPublish)]
+        for item in batch:
+            if isinstance(item, StoredPublish) and not item.future.done():
+                item.future.set_exception(HistoryUnavailable(str(exc) or type(exc).__name__))
+                item.future.exception()
+        self.stats.publish_errors += len(batch) - len(retry)
+        self.queue.extendleft(reversed(retry))
+        if failures == 1 or failures % 100 == 0:
+            log.warning(
+                "redis publish failed (%d stored refused, %d to retry): %r",
+                len(batch) - len(retry),
+                len(retry),
+                exc,
+            )
+
+    async def flush(self, timeout: float) -> None:
+        deadline = self.clock() + timeout
+        while self.queue and self.clock() < deadline:
+            await asyncio.sleep(0.01)
