@@ -85,7 +85,7 @@ async def test_in_order_duplicates_and_a_gap_filled(setup: tuple) -> None:
 
 
 async def test_queued_while_pending_then_applied(setup: tuple) -> None:
-    stream, cursors, got = setup
+    _, cursors, got = setup
     c = cursors.open("t")
     cursors.message(env(2))  # stale (before the position): a duplicate once positioned
     cursors.message(env(4))
