@@ -53,10 +53,13 @@ class Flusher:
             if pending is None or wire.closed:
                 continue
             transport = wire.transport
-            if transport.get_write_buffer_size() > wire.max_buffer:
-                wire._slow()
-                continue
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            try:
+                if transport.get_write_buffer_size() > wire.max_buffer:
+                    wire._slow()
+                    continue
+                transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            except Exception as exc:  # this connection is gone; the next wire still gets its share
+                wire._failed(exc)
 
 
 class WsWire:
@@ -67,6 +70,12 @@ class WsWire:
     past ``max_buffer`` bytes it is sent a 1013 close and, if it still does not go,
     aborted — the other subscribers never wait for it and the node's memory stays
     bounded.
+
+    Writing never raises. uvloop's ``transport.write`` raises on a connection the peer
+    has reset (``RuntimeError`` once the handle is closed, ``ConnectionResetError`` on
+    the write that finds the reset); such a wire is marked closed at once (skipped by
+    every later write) and its transport aborted, which ends the connection's handler
+    and so unsubscribes its channels (see ``_failed``).
     """
 
     __slots__ = (
@@ -108,10 +117,13 @@ class WsWire:
         if not flusher.scheduled:
             flusher.schedule()
         transport = self.transport
-        if transport.get_write_buffer_size() > self.max_buffer:
-            self._slow()
-            return
-        transport.write(data)
+        try:
+            if transport.get_write_buffer_size() > self.max_buffer:
+                self._slow()
+                return
+            transport.write(data)
+        except Exception as exc:
+            self._failed(exc)
 
     def _hold(self, data: bytes) -> None:
         """Keep a frame for the end of this turn (the Flusher writes them joined)."""
@@ -132,32 +144,48 @@ class WsWire:
     def _abort(self) -> None:
         # close() waits for the buffer to flush; a client that never reads would keep
         # it forever, so drop the connection and its buffer.
-        self.transport.abort()
+        try:
+            self.transport.abort()
+        except Exception:  # already gone: nothing left to drop
+            log.debug("abort failed", exc_info=True)
+
+    def _failed(self, exc: Exception) -> None:
+        """A write raised: the connection is gone. Never write to it again, and drop it.
+
+        Called from the fan-out loops, so it must not raise either. The abort makes the
+        connection's handler end (``connection_lost``), which closes its Socket and so
+        unsubscribes its channels: the wire leaves every topic's plan.
+        """
+        self.closed = True
+        self.pending = None
+        log.info("write failed, connection dropped: %r", exc)
+        self._abort()
 
     def close(self, code: int, reason: str) -> None:
         """Send what is pending, a close frame, and stop writing; the handler then ends."""
         if self.closed:
             return
-        transport = self.transport
-        if (
-            self.pending is not None
-            and not transport.is_closing()
-            and transport.get_write_buffer_size() <= self.max_buffer
-        ):
-            transport.write(b"".join(self.pending))
-        self.pending = None
         self.closed = True
-        if not self.transport.is_closing():
-            self.transport.write(close_frame(code, reason))
-            self.transport.close()
+        pending, self.pending = self.pending, None
+        transport = self.transport
+        try:
+            if transport.is_closing():
+                return
+            if pending is not None and transport.get_write_buffer_size() <= self.max_buffer:
+                transport.write(b"".join(pending))
+            transport.write(close_frame(code, reason))
+            transport.close()
+        except Exception as exc:
+            self._failed(exc)
 
 
 def write_all(wires: Sequence[WsWire], data: bytes) -> int:
     """``wire.write(data)`` for every wire, in one loop: the fan-out's hot path.
 
     The same rules as ``WsWire.write`` (first frame of the turn at once, later ones held
-    for the Flusher, slow consumers cut off), without a method call per socket. The
-    wires of one server share its Flusher; the first wire's is used for all.
+    for the Flusher, slow consumers cut off, a write that raises drops only that
+    connection), without a method call per socket. The wires of one server share its
+    Flusher; the first wire's is used for all.
     """
     if not wires:
         return 0
@@ -173,10 +201,13 @@ def write_all(wires: Sequence[WsWire], data: bytes) -> int:
             continue
         wire.turn = turn
         transport = wire.transport
-        if transport.get_write_buffer_size() > wire.max_buffer:
-            wire._slow()
-            continue
-        transport.write(data)
+        try:  # (free in Python 3.11+ unless something raises)
+            if transport.get_write_buffer_size() > wire.max_buffer:
+                wire._slow()
+                continue
+            transport.write(data)
+        except Exception as exc:  # that connection is gone; the loop goes on
+            wire._failed(exc)
     return len(wires)
 
 
