@@ -28,7 +28,7 @@ from aiohttp import web
 
 from ..channels import CloseSocket, Endpoint, Socket
 from ..protocol import BINARY, TEXT, V1, V2, Encoded, Frame
-from ..pubsub import WireKind
+from ..pubsub import HistoryUnavailable, WireKind
 from .websocket import ENDPOINT_KEY, admit
 
 log = logging.getLogger("roost.longpoll")
@@ -206,7 +206,12 @@ class LongPollManager:
         self.sessions[session.id] = session
         self.endpoint.sockets.add(session.socket)
         self.endpoint.stats.connections_total += 1
-        await self.endpoint.pubsub.subscribe(f"phx:lp:{session.id}", session.listener)
+        try:
+            await self.endpoint.pubsub.subscribe(f"phx:lp:{session.id}", session.listener)
+        except HistoryUnavailable:  # the broker cannot subscribe: no session, say so
+            self.sessions.pop(session.id, None)
+            self.endpoint.sockets.discard(session.socket)
+            raise
         return session
 
     def forget(self, session: Session) -> None:
@@ -244,7 +249,10 @@ class LongPollManager:
                 answer.set_result(payload.value())
 
         listener = Listener(got)
-        await pubsub.subscribe(reply, listener)
+        try:
+            await pubsub.subscribe(reply, listener)
+        except HistoryUnavailable:  # the broker is down: phoenix.js retries on 500
+            return {"status": 500}
         try:
             await pubsub.broadcast(f"phx:lp:{sid}", event, {**body, "reply": reply})
             await asyncio.wait_for(ack, ACK_WAIT)  # nobody owns it: gone, say so at once
@@ -295,7 +303,10 @@ async def longpoll_get(request: web.Request) -> web.Response:
             # phoenix.js LongPoll reads the status from the body (403: refused).
             return web.json_response({"status": admitted.status, "messages": []})
         serializer, assigns = admitted
-        created = await manager.create(LP_KINDS[serializer.vsn], assigns)
+        try:
+            created = await manager.create(LP_KINDS[serializer.vsn], assigns)
+        except HistoryUnavailable:  # phoenix.js closes and retries on 500
+            return web.json_response({"status": 500, "messages": []})
         return web.json_response({"status": 410, "token": created.token, "messages": []})
     session = manager.sessions.get(sid)
     if session is not None:
