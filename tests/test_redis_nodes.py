@@ -197,7 +197,10 @@ async def test_redis_restart_mid_stream(cluster: Any, redis_server: RedisProcess
         assert got_local == list(range(counter))  # local never lost anything
     stats = health(n2)["broker"]
     assert stats["reconnects"] >= 1
-    assert stats["gaps"] >= 1 and stats["missed"] >= 1
+    # Unstored broadcasts made during the outage are retried by n1's publisher once Redis
+    # is back; those published before n2 resubscribed are lost to n2 — and counted.
+    assert got_remote == sorted(set(got_remote))  # in order, none twice
+    assert len(got_remote) + stats["missed"] == counter
     assert n1.proc.poll() is None and n2.proc.poll() is None
 
 

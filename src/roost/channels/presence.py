@@ -10,7 +10,9 @@ broadcasts, the shape phoenix.js ``Presence.syncDiff`` expects; a joiner is push
 ``presence_state``. Entries live in a store: in memory for one node, in Redis for
 many (entries refreshed by their node; a dead node's entries expire and exactly one
 survivor removes them and broadcasts the leaves). A channel's entries are untracked
-when it ends.
+when it ends. When the store finds it lost entries (Redis restarted empty), the
+channels here that were sent a ``presence_state`` are sent a fresh one: phoenix.js's
+``syncState`` drops whoever is no longer in it (users of a node that died meanwhile).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..pubsub.presence import (
     Entry,
     MemoryPresenceStore,
     PresenceStore,
+    Resync,
     group,
     new_ref,
 )
@@ -59,13 +62,19 @@ class Presence:
         self._tracked: dict[Channel, dict[str, list[str]]] = {}
         self._batches: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        # topic → the channels here that were pushed its presence_state (they keep a list)
+        self._viewers: dict[str, set[Channel]] = {}
+        self._store_failed = False
 
     async def start(self) -> None:
-        await self.store.start(self.pubsub.node, self._changed)
+        await self.store.start(self.pubsub.node, self._changed, self._resync)
 
     async def stop(self) -> None:
         """Leave everything this node still tracks (a clean shutdown), then stop."""
+        self._store_failed = False
         for channel in list(self._tracked):
+            if self._store_failed:  # Redis down or frozen: the rest expire (and are swept)
+                break
             with contextlib.suppress(Exception):
                 await self.untrack(channel)
         for topic in list(self._batches):
@@ -105,6 +114,8 @@ class Presence:
         return ref
 
     async def untrack(self, channel: Channel, key: str | None = None) -> None:
+        if key is None:  # the channel ends (the socket untracks every joined channel)
+            self._forget(channel)
         tracked = self._tracked.get(channel)
         if not tracked:
             return
@@ -116,6 +127,7 @@ class Presence:
             try:
                 removed = await self.store.remove(channel.topic, refs)
             except Exception:  # its entries expire and are swept by a node
+                self._store_failed = True
                 log.warning(
                     "presence store unavailable; untrack on %s left to expiry", channel.topic
                 )
@@ -131,7 +143,39 @@ class Presence:
         except Exception:
             log.warning("presence store unavailable; empty state sent on %s", channel.topic)
             state = {}
+        self._viewers.setdefault(channel.topic, set()).add(channel)
         channel.push(STATE, state)
+
+    def _forget(self, channel: Channel) -> None:
+        viewers = self._viewers.get(channel.topic)
+        if viewers is not None:
+            viewers.discard(channel)
+            if not viewers:
+                del self._viewers[channel.topic]
+
+    async def _resync(self, topics: builtins.list[str]) -> builtins.list[str]:
+        """Push a fresh presence_state to this node's members of ``topics``.
+
+        Returns the topics whose list could not be read (the store retries them): an
+        empty state would wrongly make everybody leave.
+        """
+        failed = []
+        for topic in topics:
+            viewers = [c for c in self._viewers.get(topic, ()) if c.joined]
+            if not viewers:
+                self._viewers.pop(topic, None)
+                continue
+            try:
+                state = await self.list(topic)
+            except Exception:
+                log.warning("presence store unavailable; fresh state for %s later", topic)
+                failed.append(topic)
+                continue
+            log.info("presence: fresh state pushed to %d members of %s", len(viewers), topic)
+            for channel in viewers:
+                if channel.joined:
+                    channel.push(STATE, state)
+        return failed
 
     async def _changed(
         self, topic: str, joins: builtins.list[Entry], leaves: builtins.list[Entry]
@@ -175,4 +219,12 @@ class Presence:
             log.warning("presence diff for %s not broadcast", topic, exc_info=True)
 
 
-__all__ = ["Changed", "Entry", "MemoryPresenceStore", "Presence", "PresenceStore", "group"]
+__all__ = [
+    "Changed",
+    "Entry",
+    "MemoryPresenceStore",
+    "Presence",
+    "PresenceStore",
+    "Resync",
+    "group",
+]

@@ -18,9 +18,17 @@ class Entry:
 # A store tells Presence of changes it made itself: (topic, joins, leaves).
 Changed = Callable[[str, list[Entry], list[Entry]], Awaitable[None]]
 
+# A store asks Presence to push a fresh ``presence_state`` to this node's members of
+# these topics: it found the shared store had lost entries, so their lists may hold
+# users nobody will ever announce leaving (phoenix.js computes the leaves from a new
+# state). Returns the topics it could not do now; the store asks again later.
+Resync = Callable[[list[str]], Awaitable[list[str]]]
+
 
 class PresenceStore(Protocol):
-    async def start(self, node: str, on_change: Changed) -> None: ...
+    async def start(
+        self, node: str, on_change: Changed, on_resync: Resync | None = None
+    ) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -51,7 +59,7 @@ class MemoryPresenceStore:
     def __init__(self) -> None:
         self._topics: dict[str, dict[str, Entry]] = {}
 
-    async def start(self, node: str, on_change: Changed) -> None:
+    async def start(self, node: str, on_change: Changed, on_resync: Resync | None = None) -> None:
         pass
 
     async def stop(self) -> None:

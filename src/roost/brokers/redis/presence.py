@@ -2,13 +2,32 @@
 
     hash <prefix>:<app>:p:{topic}    phx_ref → {"k": key, "m": meta}
     zset <prefix>:<app>:pz:{topic}   phx_ref → expiry (ms)
-    zset <prefix>:<app>:presence     topic → last change (ms): the topics to sweep
+    zset <prefix>:<app>:presence     topic → its earliest expiry (ms): when a sweep is due
 
 Each node refreshes its own entries' expiry every ``ttl/3``. A node that dies
 (kill -9, no goodbye) stops refreshing; every node sweeps expired entries every
 ``ttl/3`` with one script per topic that removes them and returns them, so exactly one
-node gets each dead entry and broadcasts its leave. A node that finds one of its own
-live entries missing (Redis restarted) writes it back and announces the join again.
+node gets each dead entry and broadcasts its leave.
+
+Nothing can leak:
+
+- Every script that writes a topic's entries (add, refresh, remove, sweep) also sets
+  the topic's score in the registry to the earliest expiry left in it (or removes the
+  topic and its keys when none is left), in the same atomic step. After a Redis restart
+  the refresh that writes a node's entries back registers their topics again.
+- A sweep takes every topic whose score has passed, in batches, with no cap: topics
+  whose entries are all refreshed never come due, so a sweep costs what is dead, not
+  the number of rooms.
+- Both keys of a topic expire (PEXPIREAT) one ``ttl`` after its latest entry expiry:
+  should the registry itself be lost (evicted), the keys still go.
+- A node that finds its own live entries missing (Redis restarted, or it was frozen
+  and swept) writes them back and announces the joins again; then, one ``ttl`` later,
+  when every live node has written its own back, it asks Presence to push a fresh
+  ``presence_state`` to its members of those topics: users of a node that died while
+  Redis was empty (nobody will ever sweep them) leave their lists.
+
+Every command has a deadline (``command_timeout``, no retry): a frozen or unreachable
+Redis is an error, never a hang.
 """
 
 from __future__ import annotations
@@ -17,52 +36,86 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from ...pubsub.presence import Changed, Entry
+from ...pubsub.presence import Changed, Entry, Resync
 from .keys import Keys
 
 log = logging.getLogger("roost.presence")
 
-ADD = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+# KEYS: hash, zset, registry. ARGV[1]: topic, ARGV[2]: grace (ms) past the latest expiry.
+SETTLE = """
+local function settle()
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if first[1] == nil then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    redis.call('DEL', KEYS[1], KEYS[2])
+    return
+  end
+  redis.call('ZADD', KEYS[3], first[2], ARGV[1])
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  local at = tonumber(last[2]) + tonumber(ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], at)
+  redis.call('PEXPIREAT', KEYS[2], at)
+end
+"""
+
+# ARGV: topic, grace, ref, value, expiry.
+ADD = (
+    SETTLE
+    + """
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+settle()
 return 1
 """
+)
 
-REMOVE = """
+# ARGV: topic, grace, refs... Returns the values removed.
+REMOVE = (
+    SETTLE
+    + """
 local out = {}
-for _, ref in ipairs(ARGV) do
-  local v = redis.call('HGET', KEYS[1], ref)
+for i = 3, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
-    redis.call('HDEL', KEYS[1], ref)
-    redis.call('ZREM', KEYS[2], ref)
+    redis.call('HDEL', KEYS[1], ARGV[i])
     table.insert(out, v)
   end
+  redis.call('ZREM', KEYS[2], ARGV[i])
 end
+settle()
 return out
 """
+)
 
-# ARGV: expiry, then ref/value pairs. Returns the refs that had to be written back.
-REFRESH = """
+# ARGV: topic, grace, expiry, then ref/value pairs. Returns the refs written back.
+REFRESH = (
+    SETTLE
+    + """
 local back = {}
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     table.insert(back, ARGV[i])
   end
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[i])
 end
+settle()
 return back
 """
+)
 
-# ARGV: now, topic. Removes and returns every expired entry of the topic.
-SWEEP = """
-local refs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+# ARGV: topic, grace, now. Removes and returns every expired entry of the topic.
+SWEEP = (
+    SETTLE
+    + """
+local refs = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 local out = {}
 for _, ref in ipairs(refs) do
   local v = redis.call('HGET', KEYS[1], ref)
@@ -70,12 +123,13 @@ for _, ref in ipairs(refs) do
   redis.call('ZREM', KEYS[2], ref)
   if v then table.insert(out, v) end
 end
-if redis.call('ZCARD', KEYS[2]) == 0 then
-  redis.call('ZREM', KEYS[3], ARGV[2])
-  redis.call('DEL', KEYS[1])
-end
+settle()
 return out
 """
+)
+
+# Topics per pipeline in a refresh or a sweep (one round trip each batch).
+BATCH = 200
 
 
 def _encode(entry: Entry) -> bytes:
@@ -90,32 +144,99 @@ def _decode(value: bytes) -> Entry | None:
         return None
 
 
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
 class RedisPresenceStore:
-    def __init__(self, url: str, keys: Keys, ttl: float = 15.0, **connection_kwargs: Any) -> None:
+    """Presence entries of every node, in Redis (see the module docstring).
+
+    ``command_timeout``: the deadline of every Redis command (default: a third of
+    ``ttl``, between 0.5 and 2 s). ``max_connections``: the pool's size. ``clock``
+    (wall time: expiries are compared across nodes) and ``timer`` (monotonic, for the
+    fresh-state delay) are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        keys: Keys,
+        ttl: float = 15.0,
+        *,
+        command_timeout: float | None = None,
+        max_connections: int = 32,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+        **connection_kwargs: Any,
+    ) -> None:
         self.keys = keys
         self.ttl = ttl
-        self._redis = aioredis.Redis.from_url(url, **connection_kwargs)
+        self.clock = clock
+        self.timer = timer
+        self.command_timeout = command_timeout or min(2.0, max(0.5, ttl / 3))
+        # A blocking pool: a burst of joins (each an add and a list, one short round
+        # trip apiece) queues for one of ``max_connections`` connections instead of
+        # opening a socket per join (redis-py's default pool opens up to 100 and then
+        # refuses; 100 nodes x 200 joins would also crowd Redis' maxclients). A
+        # pipeline per join would not help: a join's calls are sequential. Waiting for
+        # a connection has the same kind of deadline as a command.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=2 * self.command_timeout,
+            **{
+                "socket_timeout": self.command_timeout,
+                "socket_connect_timeout": self.command_timeout,
+                # No retry: a timeout is Redis being down (the caller copes), and a
+                # sweep run twice could lose the leaves of its first run.
+                "retry": Retry(NoBackoff(), 0),
+                "health_check_interval": 0,
+                **connection_kwargs,
+            },
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._add = self._redis.register_script(ADD)
         self._remove = self._redis.register_script(REMOVE)
         self._refresh = self._redis.register_script(REFRESH)
         self._sweep = self._redis.register_script(SWEEP)
         self._own: dict[str, dict[str, Entry]] = {}
         self._on_change: Changed | None = None
+        self._on_resync: Resync | None = None
+        self._resync: set[str] = set()  # topics whose members get a fresh state...
+        self._resync_at = 0.0  # ...at this timer() value
         self._tasks: list[asyncio.Task[None]] = []
         self.swept = 0
+        self.written_back = 0
+
+    @property
+    def _grace(self) -> int:
+        return int(self.ttl * 1000)
 
     def _keys(self, topic: str) -> list[str]:
         base = self.keys.base
-        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", f"{base}:presence"]
+        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", self.registry]
+
+    @property
+    def registry(self) -> str:
+        return f"{self.keys.base}:presence"
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
 
     def _expiry(self) -> int:
-        return int((time.time() + self.ttl) * 1000)
+        return int((self.clock() + self.ttl) * 1000)
 
-    async def start(self, node: str, on_change: Changed) -> None:
+    async def start(self, node: str, on_change: Changed, on_resync: Resync | None = None) -> None:
         self._on_change = on_change
+        self._on_resync = on_resync
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._every(self.refresh_all), name="roost-presence-refresh"),
+            loop.create_task(self._every(self._refresh_tick), name="roost-presence-refresh"),
             loop.create_task(self._every(self.sweep_all), name="roost-presence-sweep"),
         ]
 
@@ -128,22 +249,21 @@ class RedisPresenceStore:
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
-    async def _every(self, job: Any) -> None:
+    async def _every(self, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
                 await job()
-            except (RedisError, OSError) as exc:
-                log.debug("presence %s failed: %r", job.__name__, exc)
+            except Exception as exc:  # Redis down or slow: next period; never stop
+                log.debug("presence %s failed: %r", getattr(job, "__name__", job), exc)
 
     async def add(self, topic: str, entry: Entry) -> None:
         # Remembered first: if Redis is down now, the refresh writes it back later
         # (and announces the join then).
         self._own.setdefault(topic, {})[entry.ref] = entry
-        now = int(time.time() * 1000)
         await self._add(
             keys=self._keys(topic),
-            args=[entry.ref, _encode(entry), self._expiry(), now, topic],
+            args=[topic, self._grace, entry.ref, _encode(entry), self._expiry()],
         )
 
     async def remove(self, topic: str, refs: list[str]) -> list[Entry]:
@@ -152,15 +272,16 @@ class RedisPresenceStore:
             own.pop(ref, None)
         if not own:
             self._own.pop(topic, None)
-        values = await self._remove(keys=self._keys(topic)[:2], args=refs)
+        if not refs:
+            return []
+        values = await self._remove(keys=self._keys(topic), args=[topic, self._grace, *refs])
         return [e for e in map(_decode, values) if e is not None]
 
     async def list(self, topic: str) -> list[Entry]:
         hkey, zkey, _ = self._keys(topic)
-        now = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(hkey)
-            pipe.zrangebyscore(zkey, now, "+inf")
+            pipe.zrangebyscore(zkey, self._now(), "+inf")
             values, alive = await pipe.execute()
         live = set(alive)
         entries = []
@@ -172,30 +293,87 @@ class RedisPresenceStore:
         entries.sort(key=lambda e: (str(e.meta.get("online_at", "")), e.ref))
         return entries
 
+    async def _refresh_tick(self) -> None:
+        try:
+            await self.refresh_all()
+        finally:
+            await self.resync_due()
+
     async def refresh_all(self) -> None:
+        """Extend this node's entries; write back (and announce) any Redis lost."""
         expiry = self._expiry()
-        for topic, own in list(self._own.items()):
-            args: list[Any] = [expiry]
-            for entry in own.values():
-                args += [entry.ref, _encode(entry)]
-            back = await self._refresh(keys=self._keys(topic)[:2], args=args)
-            rewritten = [own[r.decode()] for r in back if r.decode() in own]
-            if rewritten:
+        topics = list(self._own)
+        for batch in _chunks(topics, BATCH):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                sent = []
+                for topic in batch:
+                    own = self._own.get(topic)
+                    if not own:
+                        continue
+                    args: list[Any] = [topic, self._grace, expiry]
+                    for entry in own.values():
+                        args += [entry.ref, _encode(entry)]
+                    await self._refresh(keys=self._keys(topic), args=args, client=pipe)
+                    sent.append(topic)
+                results = await pipe.execute(raise_on_error=False)
+            for topic, back in zip(sent, results, strict=True):
+                if isinstance(back, Exception):
+                    log.warning("presence refresh of %s failed: %r", topic, back)
+                    continue
+                own = self._own.get(topic, {})
+                rewritten = [own[r] for r in map(_text, back) if r in own]
+                if not rewritten:
+                    continue
                 log.info("presence: %d entries on %s written back", len(rewritten), topic)
+                self.written_back += len(rewritten)
+                # Redis lost them: it may have lost other nodes' too, of a node that
+                # died meanwhile. Once every live node has written its own back, our
+                # members get the whole list again.
+                self._resync.add(topic)
+                self._resync_at = self.timer() + self.ttl
                 if self._on_change is not None:
                     await self._on_change(topic, rewritten, [])
 
+    async def resync_due(self) -> None:
+        """Ask Presence for the fresh states that are due (see refresh_all)."""
+        if not self._resync or self.timer() < self._resync_at:
+            return
+        topics = sorted(self._resync)
+        self._resync.clear()
+        if self._on_resync is None:
+            return
+        failed = await self._on_resync(topics)
+        if failed:  # Redis down again: the next period
+            self._resync.update(failed)
+            self._resync_at = self.timer() + self.ttl / 3
+
     async def sweep_all(self) -> None:
-        registry = self._keys("")[2]
-        now = int(time.time() * 1000)
-        topics = await self._redis.zrange(registry, 0, 999)
-        for raw in topics:
-            topic = raw.decode() if isinstance(raw, bytes) else str(raw)
-            values = await self._sweep(keys=self._keys(topic), args=[now, topic])
-            if not values:
-                continue
-            entries = [e for e in map(_decode, values) if e is not None]
-            self.swept += len(entries)
-            log.info("presence: %d expired entries removed from %s", len(entries), topic)
-            if self._on_change is not None and entries:
-                await self._on_change(topic, [], entries)
+        """Remove every expired entry, in every topic; tell Presence who left."""
+        now = self._now()
+        # Topics swept never come back in this sweep (their score is now a live
+        # expiry, or they are gone); the bound only stops a topic that fails each time.
+        rounds = await self._redis.zcount(self.registry, "-inf", now) // BATCH + 1
+        for _ in range(rounds):
+            raw = await self._redis.zrangebyscore(self.registry, "-inf", now, start=0, num=BATCH)
+            if not raw:
+                return
+            topics = [_text(t) for t in raw]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for topic in topics:
+                    await self._sweep(
+                        keys=self._keys(topic), args=[topic, self._grace, now], client=pipe
+                    )
+                results = await pipe.execute(raise_on_error=False)
+            for topic, values in zip(topics, results, strict=True):
+                if isinstance(values, Exception):
+                    log.warning("presence sweep of %s failed: %r", topic, values)
+                    continue
+                entries = [e for e in map(_decode, values) if e is not None]
+                if not entries:
+                    continue
+                self.swept += len(entries)
+                log.info("presence: %d expired entries removed from %s", len(entries), topic)
+                if self._on_change is not None:
+                    await self._on_change(topic, [], entries)
+            if len(topics) < BATCH:
+                return
