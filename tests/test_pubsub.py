@@ -7,7 +7,7 @@ from typing import Any
 
 from roost.protocol import V1, V2, Encoded, ws_bytes
 from roost.pubsub import Envelope, PubSub, WireKind
-from roost.pubsub.pubsub import fastlane_run
+from roost.pubsub.fanout import fastlane_run
 from roost.server.wswire import WS_V2, Flusher, WsWire
 
 from support import RedisProcess, until

@@ -309,7 +309,7 @@ async def test_plan_fan_out_survives_a_raising_wire() -> None:
     """The PubSub path the nodes use: one broadcast and a run, through a topic's Plan."""
     from roost.protocol import Encoded
     from roost.pubsub.envelope import Envelope
-    from roost.pubsub.pubsub import Plan
+    from roost.pubsub.fanout import Plan
 
     class Sub:
         intercept: frozenset[str] = frozenset()

@@ -2,6 +2,7 @@
 
 from .broker import Broker, Deliver
 from .envelope import Envelope
+from .fanout import fastlane
 from .history import (
     HistoryPolicy,
     HistoryUnavailable,
@@ -9,7 +10,7 @@ from .history import (
     Recovery,
     StoredMessage,
 )
-from .pubsub import PubSub, fastlane
+from .pubsub import PubSub
 from .wire import Subscriber, Wire, WireKind
 
 __all__ = [

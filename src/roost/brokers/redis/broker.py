@@ -144,8 +144,16 @@ class RedisBroker:
             loop.create_task(self.link.run(), name="roost-redis-subscriber"),
             loop.create_task(self.publisher.run(), name="roost-redis-publisher"),
             loop.create_task(self._name.keep(), name="roost-redis-node"),
-            loop.create_task(self._prober(), name="roost-redis-probe"),
-            loop.create_task(self._health(), name="roost-redis-health"),
+            loop.create_task(
+                self.link.probe(
+                    self.keys.probe_channel(node), self.probe_interval, self.probe_timeout
+                ),
+                name="roost-redis-probe",
+            ),
+            loop.create_task(
+                self.connection.watch(self.health_interval, self._responsive),
+                name="roost-redis-health",
+            ),
         ]
         try:
             await asyncio.wait_for(self.link.up.wait(), self.subscribe_timeout * 2)
@@ -386,36 +394,7 @@ class RedisBroker:
         if batch and self._deliver is not None:
             self._deliver(batch)
 
-    # -- liveness and health -------------------------------------------------------------
-    async def _prober(self) -> None:
-        """A message to itself every few seconds: a silent subscription is restarted."""
-        channel = self.keys.probe_channel(self.node)
-        clock = self.connection.clock
-        while True:
-            await asyncio.sleep(self.probe_interval)
-            try:
-                async with asyncio.timeout(2 * self.connection.timeout):
-                    await self.connection.redis.publish(channel, b"probe")
-            except REDIS_ERRORS:
-                self.link.seen = clock()  # Redis is down or frozen: nothing to judge
-                continue
-            if self.link.conn is None:
-                continue
-            silent = clock() - self.link.seen
-            if silent > self.probe_timeout:
-                self.stats.probe_restarts += 1
-                log.warning(
-                    "liveness probe not received for %.1fs: restarting the subscriber", silent
-                )
-                self.link.seen = clock()
-                await self.link.restart()
-
-    async def _health(self) -> None:
-        """PING inside the deadline every ``health_interval``: readiness follows it."""
-        while True:
-            ok = await self.connection.ping()
-            if ok != self.stats.responsive:
-                log.warning("redis %s", "answers again" if ok else "does not answer in time")
-            self.stats.responsive = ok
-            await asyncio.sleep(self.health_interval)
-
+    def _responsive(self, ok: bool) -> None:
+        if ok != self.stats.responsive:
+            log.warning("redis %s", "answers again" if ok else "does not answer in time")
+        self.stats.responsive = ok

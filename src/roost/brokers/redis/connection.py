@@ -82,6 +82,12 @@ class RedisConnection:
         self.last_ok = self.clock()
         return True
 
+    async def watch(self, interval: float, report: Callable[[bool], None]) -> None:
+        """PING every ``interval`` and report whether Redis answered (readiness)."""
+        while True:
+            report(await self.ping())
+            await asyncio.sleep(interval)
+
     async def wait_until_up(self) -> None:
         """Block until Redis answers a PING (at start: the node waits for its Redis)."""
         attempt = 0

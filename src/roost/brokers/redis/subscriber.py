@@ -123,3 +123,24 @@ class SubscriberLink:
                     if not pending:
                         self.stats.subscribed = True
                         self.up.set()
+
+    async def probe(self, channel: str, interval: float, timeout: float) -> None:
+        """A message to itself every ``interval``: a link silent for ``timeout`` while
+        Redis takes publishes is restarted (a subscription that stopped delivering)."""
+        clock = self.connection.clock
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with asyncio.timeout(2 * self.connection.timeout):
+                    await self.connection.redis.publish(channel, b"probe")
+            except REDIS_ERRORS:
+                self.seen = clock()  # Redis is down or frozen: nothing to judge
+                continue
+            if self.conn is None:
+                continue
+            silent = clock() - self.seen
+            if silent > timeout:
+                self.stats.probe_restarts += 1
+                log.warning("liveness probe not received for %.1fs: restarting", silent)
+                self.seen = clock()
+                await self.restart()
