@@ -23,6 +23,9 @@ pytestmark = pytest.mark.skipif(
 SCENARIOS = ("fanout", "crossnode", "rooms", "connections", "peers", "peers-crossnode")
 
 
+# Installing the peers (--setup) on a fresh clone plus the quick suite takes 2-3 min here:
+# past the suite's default 180 s per test; the subprocess has its own 600 s bound.
+@pytest.mark.timeout(600)
 def test_bench_all_quick(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "roost", "bench", "all", "--quick", "--setup",

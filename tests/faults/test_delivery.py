@@ -33,6 +33,8 @@ from harness import (
     eventually,
     http_get,
     kill_node,
+    pause_node,
+    resume_node,
     rss_kib,
     serve_has,
     settle,
@@ -104,10 +106,17 @@ async def test_node_killed_mid_stream_members_rejoin_with_since(lab: Lab) -> Non
 # -- 2, 3. Redis restarts while publishers send; then the room goes quiet ----------------------
 
 
-@pytest.mark.parametrize("aof", [False, True], ids=["no-persistence", "aof"])
-async def test_redis_restart_members_get_every_acked_message(lab: Lab, aof: bool) -> None:
+@pytest.mark.parametrize(
+    ("aof", "mode"),
+    [(False, "topic"), (True, "topic"), (False, "global")],
+    ids=["no-persistence", "aof", "no-persistence-global-mode"],
+)
+async def test_redis_restart_members_get_every_acked_message(
+    lab: Lab, aof: bool, mode: str
+) -> None:
     r = lab.redis(aof=aof)
-    n1, n2 = lab.node(r, "n1"), lab.node(r, "n2")
+    n1 = lab.node(r, "n1", "--pubsub-mode", mode)
+    n2 = lab.node(r, "n2", "--pubsub-mode", mode)
     u1, u2 = n1.ws_url, n2.ws_url
     room = "rooms:restart"
     members = [Member(f"m{i}", [u1, u2] if i % 2 else [u2, u1], room) for i in range(6)]
@@ -210,6 +219,51 @@ async def test_redis_stopped_readyz_and_push_deadline(lab: Lab) -> None:
     if not verdict:
         failures.append(verdict.message())
     assert not failures, "\n".join(failures)
+
+
+# -- 4b. a node frozen (SIGSTOP) longer than the presence timeout --------------------------------
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["buffered", "cut-off"])
+async def test_node_frozen_members_get_every_acked_message(lab: Lab, cut: bool) -> None:
+    """Node 2 is frozen for longer than the presence timeout while node 1's publishers
+    send. Its members (frozen with it, never disconnected) get every acked message
+    once, in order, after SIGCONT — whether Redis kept the node's Pub/Sub backlog, or
+    cut the subscriber connections meanwhile (``CLIENT KILL TYPE pubsub``, as Redis does
+    to a subscriber whose output buffer overflows): the nodes reconnect and catch the
+    room up from the stream."""
+    r = lab.redis()
+    n1, n2 = lab.node(r, "n1"), lab.node(r, "n2")
+    u1, u2 = n1.ws_url, n2.ws_url
+    room = "rooms:frozen-node"
+    frozen = [Member(f"f{i}", [u2], room) for i in range(4)]
+    awake = [Member(f"a{i}", [u1], room) for i in range(2)]
+    pubs = publishers([("p1", [u1]), ("p2", [u1])], room, interval=0.01)
+    everyone = frozen + awake + [p.member for p in pubs]
+    try:
+        await asyncio.gather(*(m.start() for m in everyone))
+        stop = asyncio.Event()
+        tasks = await run_for(pubs, stop)
+        await asyncio.sleep(0.5)
+        pause_node(n2)
+        await asyncio.sleep(2.0)
+        if cut:
+            with r.client() as c:
+                c.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await asyncio.sleep(2.5)  # frozen 4.5 s in all: > --presence-timeout 3
+        resume_node(n2)
+        await asyncio.sleep(1.0)
+        await finish(tasks, stop, 30)
+        await settle(everyone, pubs, timeout=15)
+        verdict = check_delivery(everyone, pubs)
+    finally:
+        await close_all(everyone)
+    moved = [m.name for m in frozen if m.failovers]
+    assert not moved, f"members of the frozen node were disconnected: {moved}"
+    assert verdict, verdict.message()
+    if cut:
+        status, health = http_get(f"{n2.url}/healthz")
+        assert status == 200 and health["broker"]["reconnects"] >= 1, health["broker"]
 
 
 # -- 5. a burst of joins on one node ------------------------------------------------------------
