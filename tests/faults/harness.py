@@ -549,6 +549,7 @@ class Verdict:
     acked: int = 0
     early_joins: int = 0  # joins with topic frames before their reply
     no_cursor: int = 0  # ok join replies without offset/epoch
+    deliveries: int = 0  # acked messages seen by members (live and in join replies)
 
     def summary(self) -> str:
         return (
@@ -566,6 +567,17 @@ class Verdict:
 
     def __bool__(self) -> bool:
         return not self.problems
+
+
+def report(scenario: str, verdict: Verdict, **figures: Any) -> None:
+    """One line of figures per scenario (``pytest -s tests/faults | grep FIGURES``)."""
+    extra = " ".join(f"{k}={v}" for k, v in figures.items())
+    print(
+        f"FIGURES {scenario}: {verdict.members} members, {verdict.acked} acked, "
+        f"{verdict.deliveries} deliveries checked, {verdict.missing} missing, "
+        f"{verdict.duplicated} duplicated, {verdict.reordered} reordered, "
+        f"{verdict.no_cursor} joins without cursor {extra}"
+    )
 
 
 def missing_for(member: Member, publishers: Sequence[Publisher]) -> int:
@@ -616,6 +628,7 @@ def check_delivery(members: Sequence[Member], publishers: Sequence[Publisher]) -
             acked = pub.acked
             index = {p.id: i for i, p in enumerate(acked)}
             seen = [index[i] for i in stream_ids if i in index]
+            verdict.deliveries += len(seen)
             counts = Counter(seen)
             dup = [acked[i].seq for i, c in counts.items() if c > 1]
             missing = [

@@ -34,6 +34,7 @@ from harness import (
     http_get,
     kill_node,
     pause_node,
+    report,
     resume_node,
     rss_kib,
     serve_has,
@@ -97,6 +98,7 @@ async def test_node_killed_mid_stream_members_rejoin_with_since(lab: Lab) -> Non
     finally:
         await close_all(everyone)
     not_moved = [m.name for m in movers + [p.member for p in pubs[1:]] if m.failovers != 1]
+    report("node SIGKILL", verdict, rejoined=sum(m.failovers for m in everyone))
     assert not not_moved, f"members of n2 that did not rejoin on n1: {not_moved}"
     for pub in pubs:  # the scenario ran: every publisher was acked after the kill
         assert any(p.sent_at > t_kill for p in pub.acked), (pub.name, pub.pushes[-3:])
@@ -141,6 +143,7 @@ async def test_redis_restart_members_get_every_acked_message(
     finally:
         await close_all(everyone)
     after = sum(1 for pub in pubs for p in pub.acked if p.sent_at >= t_back)
+    report(f"redis restart ({'aof' if aof else 'no persistence'}, {mode})", verdict, after=after)
     assert after > 0, "no message was acked after the restart: the scenario did not run"
     assert verdict, f"acked after the restart: {after}\n" + verdict.message()
 
@@ -194,6 +197,14 @@ async def test_redis_stopped_readyz_and_push_deadline(lab: Lab) -> None:
         await asyncio.gather(*pollers, return_exceptions=True)
         await close_all(everyone)
 
+    latencies = [p.latency for pub in pubs for p in pub.pushes if p.latency is not None]
+    report(
+        "redis SIGSTOP 12 s",
+        verdict,
+        max_reply_s=f"{max(latencies):.2f}",
+        errors=sum(len(pub.with_status("error")) for pub in pubs),
+        readyz_503=sum(1 for n in nodes for _, st in polls[n.port] if st == 503),
+    )
     failures = []
     for node in nodes:
         during = [s for t, s in polls[node.port] if t_stop + 0.5 <= t <= t_cont]
@@ -260,6 +271,7 @@ async def test_node_frozen_members_get_every_acked_message(lab: Lab, cut: bool) 
         await close_all(everyone)
     moved = [m.name for m in frozen if m.failovers]
     assert not moved, f"members of the frozen node were disconnected: {moved}"
+    report(f"node frozen ({'cut' if cut else 'buffered'})", verdict)
     assert verdict, verdict.message()
     if cut:
         status, health = http_get(f"{n2.url}/healthz")
@@ -297,6 +309,13 @@ async def test_join_burst_every_reply_has_a_cursor(lab: Lab) -> None:
     finally:
         await close_all(everyone)
 
+    report(
+        f"join burst ({len(burst)} joins)",
+        verdict,
+        ok_with_cursor=sum(1 for m in burst if m.joins and m.joins[0].status == "ok"
+                           and not m.problems),
+        sender_non_ok=sum(1 for p in sender.pushes if p.status != "ok"),
+    )  # fmt: skip
     failures = []
     refused = [f"{m.name}: {res!r}" for m, res in zip(burst, results, strict=True)
                if isinstance(res, BaseException)]  # fmt: skip
@@ -423,6 +442,13 @@ async def test_join_reply_precedes_pushes_and_history_meets_live(lab: Lab) -> No
             stale.append(s)
         elif s.after and s.after != list(range(top + 1, top + 1 + len(s.after))):
             broken.append(s)
+    report(
+        f"join boundary ({len(samples)} joins during a stream)",
+        verdict,
+        frames_before_reply=len(early),
+        pushed_at_or_below_reply=len(stale),
+        live_after=sum(len(s.after) for s in samples),
+    )
     failures = []
     if early:
         kinds = Counter(f.split("@")[0] for s in early for f in s.before)
@@ -488,6 +514,7 @@ async def test_node_reentering_a_room_sends_no_duplicates(lab: Lab) -> None:
     finally:
         redis_client.close()
         await close_all([pub, first, second])
+    report("node re-entering a room", verdict, live_to_new_member=len(live))
     assert verdict, f"live deliveries to the new member: {live}\n" + verdict.message()
     assert live == ["p#26"], live
 
@@ -544,7 +571,12 @@ async def test_socket_churn_leaves_nothing_behind(lab: Lab) -> None:
         redis_client.close()
     rss1 = [rss_kib(n.proc.pid) for n in nodes]
     growth_mib = [(b - a) / 1024 for a, b in zip(rss0, rss1, strict=True)]
-
+    print(
+        f"FIGURES churn (1000 sockets, {churn_s:.1f} s): {len(problems)} problems, "
+        f"sockets gone {sockets_gone}, "
+        f"room channels left {len(channels)}, presence keys left {len(presence_keys)}, "
+        f"RSS growth MiB {[round(g, 1) for g in growth_mib]}"
+    )
     failures = []
     if problems:
         kinds = Counter(kind for kind, _ in problems)
