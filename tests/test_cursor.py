@@ -155,3 +155,18 @@ async def test_an_impossible_transition_raises(setup: tuple) -> None:
     c = cursors.open("t")
     with pytest.raises(RuntimeError):
         c.move(Event.FILLED)
+
+
+async def test_messages_gone_from_the_stream_end_the_topic_here() -> None:
+    stream = Stream()
+    got: list[int | None] = []
+    lost: list[str] = []
+    cursors = Cursors(stream.read, lambda e: got.append(e.offset), BrokerStats(), lost=lost.append)
+    c = cursors.open("t")
+    cursors.positioned(c, "e1", 2)
+    cursors.lost()
+    for i in range(8, 11):  # 3..7 were trimmed away while the node was detached
+        stream.add(i)
+    cursors.confirmed(c)
+    await settle()
+    assert lost == ["t"] and cursors.stats.unfillable == 5

@@ -278,6 +278,87 @@ async def test_node_frozen_members_get_every_acked_message(lab: Lab, cut: bool) 
         assert status == 200 and health["broker"]["reconnects"] >= 1, health["broker"]
 
 
+# -- 4c. a node falls further behind than the stream keeps -------------------------------------
+
+
+async def test_node_behind_the_stream_tells_its_members(lab: Lab) -> None:
+    """Node 2 is frozen and its subscription cut while node 1 stores more messages than
+    the stream keeps (--history-size 20). Its members cannot get them in order any more:
+    they are told (phx_error on the room), rejoin with ``since`` and get
+    ``recovered: false`` with the latest history — never a silent hole — and from then
+    on every message once, in order."""
+    r = lab.redis()
+    small = ("--history-size", "20")
+    n1, n2 = lab.node(r, "n1", *small), lab.node(r, "n2", *small)
+    room = "rooms:behind"
+    clients: list[Client] = []
+    state: list[dict[str, Any]] = []
+    try:
+        for i in range(3):
+            client = Client(n2.ws_url, {"user": f"f{i}"})
+            await client.connect()
+            clients.append(client)
+            ch = client.channel(room, {"user": f"f{i}"})
+            st: dict[str, Any] = {"live": [], "errors": 0, "rejoins": []}
+
+            def on_msg(p: Any, st: dict[str, Any] = st) -> None:
+                st["live"].append(p["offset"])
+
+            def on_error(p: Any, st: dict[str, Any] = st, ch: Any = ch, i: int = i) -> None:
+                st["errors"] += 1
+                last = st["live"][-1] if st["live"] else st["joined"]["offset"]
+                since = {"offset": last, "epoch": st["joined"]["epoch"]}
+                ch.payload = {"user": f"f{i}", "since": since}  # the client's rejoin uses it
+
+            ch.on("new:msg", on_msg)
+            ch.on("phx_error", on_error)
+            ch.on("rejoined", lambda reply, st=st: st["rejoins"].append(reply))
+            st["joined"] = await ch.join()
+            state.append(st)
+        async with Client(n1.ws_url, {"user": "pub"}) as pub:
+            pc = pub.channel(room, {"user": "pub"})
+            await pc.join()
+
+            async def send(n: int) -> None:
+                for k in range(n):
+                    assert (await pc.push("new:msg", {"body": f"m{k}"})).ok
+
+            await send(5)
+            await eventually(lambda: all(len(st["live"]) == 5 for st in state), 10)
+            pause_node(n2)
+            with r.client() as c:
+                c.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await send(60)  # far more than the 20 the stream keeps
+            resume_node(n2)
+            told = await eventually(lambda: all(st["rejoins"] for st in state), 15)
+            await send(5)
+            await eventually(lambda: all(len(st["live"]) >= 10 for st in state), 10)
+            await asyncio.sleep(0.3)
+    finally:
+        for client in clients:
+            await client.close()
+    _, health = http_get(f"{n2.url}/healthz")
+    recovered = [st["rejoins"][0]["recovered"] for st in state if st["rejoins"]]
+    print(
+        f"FIGURES node behind the stream: unfillable={health['broker']['unfillable']} "
+        f"told={[st['errors'] for st in state]} recovered={recovered}"
+    )
+    assert told, f"members were not told: {[(st['errors'], st['live']) for st in state]}"
+    assert health["broker"]["unfillable"] > 0
+    for st in state:
+        live, reply = st["live"], st["rejoins"][0]
+        first = st["joined"]["offset"]
+        before = live[: live.index(reply["offset"] + 1)] if reply["offset"] + 1 in live else live
+        # Before the error: a gap-free run from the join; never a hole, never twice.
+        assert before == list(range(first + 1, first + 1 + len(before))), before
+        assert reply["recovered"] is False and reply["history"], reply
+        history = [m["offset"] for m in reply["history"]]
+        assert history == list(range(history[0], reply["offset"] + 1)), history
+        after = live[len(before) :]
+        assert after == list(range(reply["offset"] + 1, reply["offset"] + 1 + len(after)))
+        assert len(after) == 5, after
+
+
 # -- 5. a burst of joins on one node ------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
 from ..protocol import Encoded
-from ..pubsub.broker import Deliver
+from ..pubsub.broker import Deliver, Lost
 from ..pubsub.envelope import Envelope
 from ..pubsub.history import (
     HistoryPolicy,
@@ -56,7 +56,7 @@ class MemoryBroker:
         self._deliver: Deliver | None = None
         self.topics: set[str] = set()
 
-    async def start(self, node: str, deliver: Deliver) -> None:
+    async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None:
         self.node = node
         self._deliver = deliver
         self.hub.brokers.append(self)

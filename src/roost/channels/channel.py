@@ -73,6 +73,13 @@ class Channel:
         """An intercepted broadcast; the default pushes it unchanged."""
         self.push(event, payload)
 
+    def lost(self) -> None:
+        """PubSub removed this channel: the node lost the topic's continuity. The
+        channel crashes (``phx_error``); the client rejoins with ``since`` and gets
+        exactly what it missed, or ``recovered: false``."""
+        self.subscribed = False
+        self.socket.spawn(self.socket.crash(self))
+
     async def terminate(self, reason: str) -> None:
         """The channel ends: ``leave``, ``closed`` (socket gone), ``crash``, ``replaced``."""
 

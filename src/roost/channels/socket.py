@@ -7,7 +7,9 @@ one after the other, in arrival order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from ..protocol import (
@@ -30,6 +32,7 @@ from .endpoint import Endpoint
 from .reply import JoinError, Reply
 
 log = logging.getLogger("roost.socket")
+_TASKS: set[asyncio.Task[None]] = set()  # spawned by sockets, referenced until done
 
 # Close codes roost uses (README lists them).
 CLOSE_NORMAL = 1000
@@ -174,10 +177,16 @@ class Socket:
             reply = await channel.handle_in(event, msg.payload, msg.ref)
         except Exception:
             log.exception("channel crashed topic=%s event=%s", topic, event)
-            await self._crash(channel)
+            await self.crash(channel)
             return
         if reply is not None:
             self.reply(channel.join_ref, msg.ref, topic, reply)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task of this socket (kept referenced until it ends)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
 
     def _bucket(self, join: bool) -> TokenBucket:
         limits = self.endpoint.limits
@@ -228,14 +237,17 @@ class Socket:
         self.channels[topic] = channel
         channel.joined = True
         self._reply(msg.join_ref, msg.ref, topic, "ok", Encoded.of(response))
-        self.endpoint.pubsub.release(topic, channel, channel.joined_at)
+        if not self.endpoint.pubsub.release(topic, channel, channel.joined_at):
+            channel.subscribed = False  # lost while joining: the client rejoins
+            await self.crash(channel)
+            return
         try:
             await channel.after_join()
         except Exception:
             log.exception("after_join crashed topic=%s", topic)
-            await self._crash(channel)
+            await self.crash(channel)
 
-    async def _crash(self, channel: Channel) -> None:
+    async def crash(self, channel: Channel) -> None:
         """A handler raised: the channel dies with ``phx_error``, the socket lives on."""
         if self.channels.get(channel.topic) is channel:
             self.push(channel.join_ref, channel.topic, PHX_ERROR, EMPTY, channel.join_ref)

@@ -1,6 +1,6 @@
 """Node-local PubSub with the fastlane, and the broker interface below it."""
 
-from .broker import Broker, Deliver
+from .broker import Broker, Deliver, Lost
 from .envelope import Envelope
 from .fanout import fastlane
 from .history import (
@@ -19,6 +19,7 @@ __all__ = [
     "Envelope",
     "HistoryPolicy",
     "HistoryUnavailable",
+    "Lost",
     "Position",
     "PubSub",
     "Recovery",

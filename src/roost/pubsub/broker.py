@@ -19,6 +19,9 @@ from .envelope import Envelope
 from .history import HistoryPolicy, Position, Recovery
 
 Deliver = Callable[[Sequence[Envelope]], None]
+#: The broker can no longer deliver ``topic`` in order here (stored broadcasts left the
+#: history before they could be delivered): every local subscriber of it must go.
+Lost = Callable[[str], None]
 
 
 class Broker(Protocol):
@@ -26,7 +29,7 @@ class Broker(Protocol):
     #: itself, in offset order; False when PubSub delivers them locally.
     delivers_stored: bool
 
-    async def start(self, node: str, deliver: Deliver) -> None: ...
+    async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None: ...
 
     async def stop(self) -> None: ...
 

@@ -58,7 +58,7 @@ class PubSub:
         self.delivered = 0
 
     async def start(self) -> None:
-        await self.broker.start(self.node, self._deliver)
+        await self.broker.start(self.node, self._deliver, self._lost)
 
     async def stop(self) -> None:
         await self.broker.stop()
@@ -102,19 +102,21 @@ class PubSub:
                 self._remove(topic, sub)
                 raise
 
-    def release(self, topic: str, sub: Subscriber, after: Position | None) -> None:
+    def release(self, topic: str, sub: Subscriber, after: Position | None) -> bool:
         """The join reply (its history ending at ``after``) is written: deliver what
         was kept for ``sub`` past ``after`` and make it a plain subscriber — now, or
-        as soon as this node has delivered the topic up to ``after``."""
+        as soon as this node has delivered the topic up to ``after``. False when
+        ``sub`` is no longer held: the topic was lost meanwhile (see ``_lost``)."""
         held = self._held.get(topic)
         kept = held.get(sub) if held is not None else None
         if kept is None:
-            return
+            return False
         kept.after = after
         if self._caught_up(topic, after):
             self._release(topic, sub, kept)
         else:
             kept.waiting = True
+        return True
 
     def _caught_up(self, topic: str, after: Position | None) -> bool:
         if after is None or after.offset == 0 or not self.broker.delivers_stored:
@@ -149,6 +151,22 @@ class PubSub:
             kept.buffer.extend(envs)
             if kept.waiting and self._caught_up(topic, kept.after):
                 self._release(topic, sub, kept)
+
+    def _lost(self, topic: str) -> None:
+        """The broker lost the topic's continuity: every local subscriber goes (each
+        one's ``lost``; one still waiting for its join reply is refused by ``release``)."""
+        subs = list(self._topics.pop(topic, {}))
+        held = self._held.pop(topic, {})
+        self._plans.pop(topic, None)
+        self._positions.pop(topic, None)
+        log.warning("topic %s lost its continuity here: %d subscribers end", topic, len(subs))
+        for sub in subs + [s for s, kept in held.items() if kept.waiting]:
+            try:
+                sub.lost()
+            except Exception:
+                log.exception("subscriber of %s failed to end", topic)
+        task = asyncio.get_running_loop().create_task(self._broker_unsubscribe(topic))
+        task.add_done_callback(_log_failure)
 
     def unsubscribe(self, topic: str, sub: Subscriber) -> None:
         if self._remove(topic, sub):

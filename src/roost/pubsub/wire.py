@@ -63,3 +63,9 @@ class Subscriber(Protocol):
     def intercept(self) -> frozenset[str]: ...
 
     def handle_out(self, event: str, payload: Encoded) -> None: ...
+
+    def lost(self) -> None:
+        """This node lost the topic's continuity (messages gone from the history before
+        they could be delivered): the subscriber was removed and must end (a channel
+        crashes with ``phx_error``; its client rejoins and recovers)."""
+        ...

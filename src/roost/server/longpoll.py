@@ -70,6 +70,9 @@ class Listener:
     def handle_out(self, event: str, payload: Encoded) -> None:
         self.callback(event, payload)
 
+    def lost(self) -> None:
+        """Long-poll's own topics keep no history: they cannot lose continuity."""
+
 
 class Session:
     def __init__(self, manager: LongPollManager, sid: str, kind: WireKind) -> None:

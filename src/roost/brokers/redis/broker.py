@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...protocol import Encoded
-from ...pubsub import Deliver, Envelope
+from ...pubsub import Deliver, Envelope, Lost
 from ...pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
@@ -104,10 +104,13 @@ class RedisBroker:
             on_confirmed=self._on_confirmed,
             on_lost=self._on_lost,
         )
-        self.cursors = Cursors(self._catch_up_read, self._emit, self.stats, self._trusted)
+        self.cursors = Cursors(
+            self._catch_up_read, self._emit, self.stats, self._trusted, self._lost_topic
+        )
         self._read_script = redis.register_script(READ)
         self._catch_up_script = redis.register_script(CATCH_UP)
         self._deliver: Deliver | None = None
+        self._lost: Lost | None = None
         # Envelopes decoded in this turn of the event loop (everything one read from
         # Redis held), handed to PubSub together when the turn ends: see _emit.
         self._batch: list[Envelope] = []
@@ -127,9 +130,10 @@ class RedisBroker:
         self.publisher.observe = hook
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self, node: str, deliver: Deliver) -> None:
+    async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None:
         self.node = node
         self._deliver = deliver
+        self._lost = lost
         if self.mode == "global":
             self.link.wanted.add(self.keys.global_channel)
         probe = self.keys.probe_channel(node)
@@ -388,6 +392,12 @@ class RedisBroker:
             asyncio.get_running_loop().call_soon(self._deliver_batch)
         elif len(batch) >= MAX_BATCH:
             self._deliver_batch()
+
+    def _lost_topic(self, topic: str) -> None:
+        """What was emitted before the hole goes first; then the topic's members end."""
+        self._deliver_batch()
+        if self._lost is not None:
+            self._lost(topic)
 
     def _deliver_batch(self) -> None:
         batch, self._batch = self._batch, []

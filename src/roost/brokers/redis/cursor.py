@@ -105,9 +105,11 @@ class Cursors:
         emit: Callable[[Envelope], None],
         stats: BrokerStats,
         trusted: Callable[[StoredMessage, str], bool] = lambda m, t: True,
+        lost: Callable[[str], None] = lambda topic: None,
     ) -> None:
         self.read = read
         self.emit = emit
+        self.lost_topic = lost
         self.stats = stats
         self.trusted = trusted
         self.topics: dict[str, Cursor] = {}
@@ -267,9 +269,14 @@ class Cursors:
             cursor.offset = top
 
     def _unfillable(self, cursor: Cursor, count: int) -> None:
+        """Messages left the stream before they could be delivered: the local members
+        cannot have them in order any more. They are told (``lost``: their channels
+        crash, they rejoin with ``since`` and recover or get ``recovered: false``)."""
         self.stats.unfillable += count
         log.warning(
-            "%d message(s) on %s left the stream before they could be delivered",
+            "%d message(s) on %s left the stream before they could be delivered: "
+            "its local members must rejoin",
             count,
             cursor.topic,
         )
+        self.lost_topic(cursor.topic)
