@@ -89,12 +89,25 @@ class Presence:
 
     async def track(self, channel: Channel, key: str, meta: dict[str, Any]) -> str:
         ref = new_ref()
+        if not channel.joined:  # it ended already (e.g. crashed during its after_join)
+            return ref
         entry = Entry(ref, key, {**meta, "phx_ref": ref})
         self._tracked.setdefault(channel, {}).setdefault(key, []).append(ref)
         try:
             await self.store.add(channel.topic, entry)
         except Exception:
             log.warning("presence store unavailable; %s on %s tracked later", key, channel.topic)
+            return ref
+        if not channel.joined:  # ended while the entry was written: its untrack came first
+            refs = self._tracked.get(channel, {}).get(key, [])
+            if ref in refs:
+                refs.remove(ref)
+            try:
+                await self.store.remove(channel.topic, [ref])
+            except Exception:  # its entry expires and is swept
+                log.warning(
+                    "presence store unavailable; %s on %s left to expiry", key, channel.topic
+                )
             return ref
         await self._diff(channel.topic, joins=[entry])
         return ref
@@ -143,6 +156,8 @@ class Presence:
         except Exception:
             log.warning("presence store unavailable; empty state sent on %s", channel.topic)
             state = {}
+        if not channel.joined:  # ended meanwhile: nothing more is pushed to it
+            return
         self._viewers.setdefault(channel.topic, set()).add(channel)
         channel.push(STATE, state)
 

@@ -231,6 +231,9 @@ class Socket:
             self._unsubscribe(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", JOIN_CRASHED)
             return
+        except BaseException:  # cancelled (the server stops): nothing stays subscribed
+            self._unsubscribe(channel)
+            raise
         if self.closed:
             self._unsubscribe(channel)
             return

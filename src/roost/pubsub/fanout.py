@@ -8,12 +8,15 @@ wires by kind so a broadcast is one ``write_all`` loop per kind.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from ..protocol import Encoded
 from .envelope import Envelope
 from .wire import Subscriber, WireKind
+
+log = logging.getLogger("roost.pubsub")
 
 
 def fastlane(
@@ -37,7 +40,7 @@ def fastlane(
         if sub is exclude:
             continue
         if sub.intercept and event in sub.intercept:
-            sub.handle_out(event, payload)
+            _handle_out(sub, event, payload)
             sent += 1
             continue
         wire = sub.wire
@@ -77,7 +80,7 @@ def fastlane_run(
         if intercept and any(event in intercept for event in events):
             for i, env in enumerate(envs):
                 if env.event in intercept:
-                    sub.handle_out(env.event, env.payload)
+                    _handle_out(sub, env.event, env.payload)
                     sent += 1
                     continue
                 wire = sub.wire
@@ -155,6 +158,14 @@ class Plan:
         if self.others:
             sent += fastlane_run(self.others, topic, envs)
         return sent
+
+
+def _handle_out(sub: Subscriber, event: str, payload: Encoded) -> None:
+    """An intercepting subscriber's callback; its failure costs no one else anything."""
+    try:
+        sub.handle_out(event, payload)
+    except Exception:
+        log.exception("handle_out of %r failed for %s", sub, event)
 
 
 def _frames(

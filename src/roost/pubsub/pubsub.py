@@ -82,8 +82,8 @@ class PubSub:
             self._pending[topic] = fut
             try:
                 position = await self.broker.subscribe(topic)
-                if position is not None:
-                    self._positions[topic] = position
+                if position is not None:  # (deliveries made meanwhile are newer)
+                    self._positions.setdefault(topic, position)
                 fut.set_result(None)
             except BaseException as exc:
                 fut.set_exception(exc)
@@ -267,7 +267,10 @@ class PubSub:
         gets them in one write.
         """
         if len(envs) == 1:
-            self._deliver_run(envs)
+            try:
+                self._deliver_run(envs)
+            except Exception:
+                log.exception("delivery on %s failed", envs[0].topic)
             return
         node = self.node
         i, n = 0, len(envs)
@@ -281,7 +284,10 @@ class PubSub:
                     if nxt.topic != topic or (nxt.exclude is not None and nxt.node == node):
                         break
                     j += 1
-            self._deliver_run(envs[i:j])
+            try:
+                self._deliver_run(envs[i:j])
+            except Exception:  # a subscriber's handle_out: the rest of the batch goes on
+                log.exception("delivery on %s failed", env.topic)
             i = j
 
     def _deliver_run(self, envs: Sequence[Envelope]) -> None:

@@ -49,6 +49,7 @@ log = logging.getLogger("roost.redis")
 
 MODES = ("global", "topic")
 MAX_BATCH = 256  # envelopes held for one delivery, at most (bounds the first one's wait)
+SEQ_LIMIT = 10_000  # publishing-only channels remembered before the unsubscribed are forgotten
 
 __all__ = ["BrokerStats", "DuplicateNodeError", "RedisBroker"]
 
@@ -114,7 +115,10 @@ class RedisBroker:
         # Envelopes decoded in this turn of the event loop (everything one read from
         # Redis held), handed to PubSub together when the turn ends: see _emit.
         self._batch: list[Envelope] = []
+        # Per channel, this node's last sequence number (receivers count jumps). A
+        # forgotten channel starts again at 1, which receivers do not count as a gap.
         self._seq: dict[str, int] = {}
+        self._seq_limit = SEQ_LIMIT
         self._last_seen: dict[tuple[str, str], int] = {}
         #: Metrics hook: origin-to-here delivery lag, seconds.
         self.observe_lag: Callable[[float], None] | None = None
@@ -188,8 +192,13 @@ class RedisBroker:
         return self.keys.global_channel if self.mode == "global" else self.keys.topic_channel(topic)
 
     def _next_seq(self, channel: str) -> int:
-        seq = self._seq.get(channel, 0) + 1
-        self._seq[channel] = seq
+        seqs = self._seq
+        seq = seqs.get(channel, 0) + 1
+        seqs[channel] = seq
+        if len(seqs) > self._seq_limit:  # bounded: forget channels this node is not on
+            wanted = self.link.wanted
+            self._seq = {c: s for c, s in seqs.items() if c in wanted or c == channel}
+            self._seq_limit = max(self._seq_limit, 2 * len(self._seq))
         return seq
 
     async def publish(self, envelope: Envelope) -> None:
@@ -327,9 +336,10 @@ class RedisBroker:
         if self.mode == "global":
             return
         channel = self.keys.topic_channel(topic)
+        await self.link.unwant(channel)
+        self._seq.pop(channel, None)  # receivers see the sequence start again: no gap
         for key in [k for k in self._last_seen if k[1] == channel]:
             del self._last_seen[key]
-        await self.link.unwant(channel)
 
     def _on_confirmed(self, channel: str) -> None:
         if self.mode == "global":
@@ -369,6 +379,8 @@ class RedisBroker:
     def _count_gap(self, env: Envelope, channel: bytes) -> None:
         """Per origin and channel, sequence numbers come one by one; count any jump."""
         key = (env.node, channel.decode())
+        if key[1] not in self.link.wanted:
+            return  # in flight after an UNSUBSCRIBE: not tracked (nothing to keep)
         last = self._last_seen.get(key)
         if last is not None and env.seq > last + 1:
             missed = env.seq - last - 1

@@ -85,6 +85,11 @@ class Cursor:
     again: bool = False  # confirmed again while filling: one more pass
     generation: int = 0  # the fill task that owns the cursor
     confirmed: asyncio.Future[None] | None = None
+    # While PENDING after its first confirmation: the subscription was lost (and not
+    # confirmed again yet), or confirmed again — so once positioned, the cursor is
+    # DETACHED, or catches up at once: nothing published meanwhile is missed.
+    detached: bool = False
+    recheck: bool = False
 
     def move(self, event: Event) -> None:
         """Take a transition of the table; anything else is a bug and raises."""
@@ -130,15 +135,25 @@ class Cursors:
                 cursor.confirmed.exception()  # retrieved: the subscriber may be gone
 
     def positioned(self, cursor: Cursor, epoch: str | None, offset: int) -> None:
-        """The position read after the SUBSCRIBE: live from here, queued ones applied."""
+        """The position read after the SUBSCRIBE: live from here, queued ones applied
+        (or, if the subscription was lost or confirmed again meanwhile, detached or
+        caught up from here)."""
         cursor.epoch, cursor.offset = epoch, offset
         cursor.move(Event.POSITIONED)
-        self._drain(cursor)
+        if cursor.detached:
+            cursor.move(Event.LOST)
+        elif cursor.recheck:
+            cursor.recheck = False
+            self.confirmed(cursor)
+        else:
+            self._drain(cursor)
 
     def confirmed(self, cursor: Cursor) -> None:
         if cursor.state is State.PENDING:
             if cursor.confirmed is not None and not cursor.confirmed.done():
                 cursor.confirmed.set_result(None)
+            else:  # confirmed again while its position is being read
+                cursor.detached, cursor.recheck = False, True
             return
         if cursor.state is State.FILLING:
             cursor.again = True
@@ -150,6 +165,8 @@ class Cursors:
     def lost(self) -> None:
         for cursor in self.topics.values():
             cursor.again = False
+            if cursor.state is State.PENDING and cursor.confirmed and cursor.confirmed.done():
+                cursor.detached, cursor.recheck = True, False
             cursor.move(Event.LOST)
 
     async def stop(self) -> None:
@@ -198,10 +215,18 @@ class Cursors:
         cursor.move(Event.GAP)
         self._start_fill(cursor)
 
-    def _drain(self, cursor: Cursor) -> None:
-        """Apply what was queued; a new gap queues the rest again, in order."""
+    def _drain(self, cursor: Cursor, stale: int = 0) -> None:
+        """Apply what was queued; a new gap queues the rest again, in order.
+
+        The first ``stale`` items were queued before the fill's last read: a stored one
+        of another epoch than the one read belongs to a history that is gone (Redis
+        lost it meanwhile) and is dropped — applied, it would look like a gap forever.
+        """
         queue, cursor.queue = cursor.queue, []
-        for env in queue:
+        for i, env in enumerate(queue):
+            if i < stale and env.offset is not None and env.epoch != cursor.epoch:
+                self.stats.duplicates += 1
+                continue
             if cursor.state is State.LIVE:
                 self._apply(cursor, env)
             else:
@@ -230,6 +255,7 @@ class Cursors:
             if not self._owns(cursor, generation):
                 return  # lost (a later confirmation starts again) or forgotten
             cursor.again = False
+            stale = len(cursor.queue)
             try:
                 epoch, top, entries = await self.read(
                     cursor.topic, cursor.epoch, cursor.offset, FILL_BATCH
@@ -241,13 +267,15 @@ class Cursors:
                 continue
             if not self._owns(cursor, generation):
                 return
-            if epoch is not None:
+            if epoch is None:  # the topic has no history any more: start again from 0
+                cursor.epoch, cursor.offset = None, 0
+            else:
                 self._deliver(cursor, epoch, top, entries)
                 if len(entries) >= FILL_BATCH or cursor.again:
                     continue
             break
         cursor.move(Event.FILLED)
-        self._drain(cursor)
+        self._drain(cursor, stale)
 
     def _deliver(self, cursor: Cursor, epoch: str, top: int, entries: list[StoredMessage]) -> None:
         if epoch != cursor.epoch:

@@ -90,6 +90,8 @@ class SubscriberLink:
             except REDIS_ERRORS as exc:
                 if self.stats.subscribed or attempt == 0:
                     log.warning("redis subscriber connection lost: %r", exc)
+            except Exception:  # a bug downstream must not end the node's subscription
+                log.exception("redis subscriber failed; reconnecting")
             finally:
                 was_up = self.conn is conn
                 self.conn = None
