@@ -12,6 +12,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from roost.brokers.memory import MemoryBroker
 from roost.channels import Endpoint, Limits, Router
 from roost.chat import create_endpoint
 from roost.server import build_app
@@ -63,7 +64,7 @@ async def local_server() -> AsyncIterator[Callable[..., Any]]:
 
     async def make(endpoint: Endpoint | None = None, **limits: Any) -> LocalServer:
         if endpoint is None:
-            endpoint = create_endpoint("local", echo=True, limits=Limits(**limits))
+            endpoint = create_endpoint("local", MemoryBroker(), echo=True, limits=Limits(**limits))
         server = await LocalServer(endpoint).start()
         started.append(server)
         return server

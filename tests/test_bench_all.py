@@ -1,4 +1,4 @@
-"""`roost bench all --quick` (issue 8's "done when"): every scenario runs and the suite
+"""`roost-bench all --quick` (issue 8's "done when"): every scenario runs and the suite
 prints its table and the targets as ratios. The speed is not checked, only that every
 figure was produced: a target reported as not measured fails the test.
 
@@ -28,7 +28,7 @@ SCENARIOS = ("fanout", "crossnode", "rooms", "connections", "peers", "peers-cros
 @pytest.mark.timeout(600)
 def test_bench_all_quick(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "roost", "bench", "all", "--quick", "--setup",
+        [sys.executable, "-m", "roost_bench", "all", "--quick", "--setup",
          "--timeout", "240", "--out", str(tmp_path)],
         capture_output=True,
         text=True,

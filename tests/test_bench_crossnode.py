@@ -1,4 +1,4 @@
-"""`roost bench crossnode` runs end to end at tiny sizes (no timing is asserted)."""
+"""`roost-bench crossnode` runs end to end at tiny sizes (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_crossnode_bench_runs(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "roost", "bench", "crossnode", "--rates", "200",
+        [sys.executable, "-m", "roost_bench", "crossnode", "--rates", "200",
          "--duration", "1", "--subscribers", "5", "--rounds", "1",
          "--saturation-messages", "300", "--timeout", "100", "--out", str(tmp_path)],
         capture_output=True,

@@ -16,7 +16,7 @@ import pytest
 
 def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
-        [sys.executable, "-m", "roost", "bench", *args, "--out", str(tmp_path)],
+        [sys.executable, "-m", "roost_bench", *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=150,
@@ -66,8 +66,8 @@ def test_bench_options_refuse_bad_values(args: list[str]) -> None:
     """A bad option is a usage error (exit 2, the option named), before anything starts."""
     from click.testing import CliRunner
 
-    from roost.cli import main
+    from roost_bench.commands import bench
 
-    result = CliRunner().invoke(main, ["bench", *args])
+    result = CliRunner().invoke(bench, args)
     assert result.exit_code == 2, result.output
     assert "Error" in result.output

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def test_fanout_bench_runs(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "roost", "bench", "fanout"]
+        [sys.executable, "-m", "roost_bench", "fanout"]
         + ["--clients", "20", "--messages", "5", "--rounds", "1", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
@@ -21,3 +21,19 @@ def test_fanout_bench_runs(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "fanout.json").read_text())
     assert rows[0]["roost"]["clients"] == 20
     assert rows[0]["ratio"] > 0
+
+
+def test_benchmarks_are_not_in_the_server_package() -> None:
+    """Issue 13: the bench is its own package (bench/, roost_bench); `roost` has no trace."""
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from roost.cli import main
+    from roost_bench.peers import default_peers_dir
+
+    assert importlib.util.find_spec("roost.bench") is None
+    assert "bench" not in main.commands
+    result = CliRunner().invoke(main, ["serve", "--bench"])
+    assert result.exit_code == 2 and "No such option" in result.output
+    assert (default_peers_dir() / "requirements.txt").is_file()

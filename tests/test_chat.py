@@ -65,6 +65,7 @@ async def test_messages_arrive_in_order(local_server: Any) -> None:
 
 
 async def test_client_reconnects_and_rejoins(local_server: Any) -> None:
+    from roost.brokers.memory import MemoryBroker
     from roost.chat import create_endpoint
 
     server = await local_server()
@@ -76,7 +77,7 @@ async def test_client_reconnects_and_rejoins(local_server: Any) -> None:
         await room.join()
         await server.stop()
         await _until(lambda: not c.connected)
-        server2 = type(server)(create_endpoint("second"))
+        server2 = type(server)(create_endpoint("second", MemoryBroker()))
         server2.port = port
         await server2.start()
         try:

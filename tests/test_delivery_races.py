@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from roost.brokers.memory import MemoryBroker
 from roost.brokers.redis import RedisBroker
 from roost.brokers.redis.cursor import Cursors, State
 from roost.brokers.redis.stats import BrokerStats
@@ -132,7 +133,7 @@ async def test_a_joiner_is_released_in_a_quiet_room(redis_server: RedisProcess) 
     try:
         for _ in range(3):
             await send()
-        read = a._catch_up_read
+        read = a.reader.catch_up
 
         async def read_then_traffic(*args: Any) -> Any:  # position 3 read, then 4, 5 queued
             result = await read(*args)
@@ -141,7 +142,7 @@ async def test_a_joiner_is_released_in_a_quiet_room(redis_server: RedisProcess) 
             await until(lambda: len(a.cursors.topics["t"].queue) == 2, what="queued")
             return result
 
-        a._catch_up_read = read_then_traffic  # type: ignore[method-assign]
+        a.reader.catch_up = read_then_traffic  # type: ignore[method-assign]
         positioned = a.cursors.positioned
 
         def crowded(cursor: Any, epoch: Any, top: int) -> None:  # a full batch this turn
@@ -202,7 +203,7 @@ async def test_a_channel_that_ends_while_tracking_leaves_no_presence() -> None:
             pass
 
     store = Slow()
-    presence = Presence(PubSub("n"), store, batch=0)
+    presence = Presence(PubSub("n", MemoryBroker()), store, batch=0)
     chan: Any = Chan()
     tracking = asyncio.create_task(presence.track(chan, "al", {}))
     await asyncio.sleep(0)

@@ -17,7 +17,9 @@ from support import RedisProcess, until
 
 
 def make_endpoint(kind: str, node: str, redis: RedisProcess | None, policy: HistoryPolicy) -> Any:
-    broker = None
+    from roost.brokers.memory import MemoryBroker
+
+    broker: Any = MemoryBroker()
     if kind == "redis":
         assert redis is not None
         broker = RedisBroker(redis.url, probe_interval=0.5)

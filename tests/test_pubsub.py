@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from roost.brokers.memory import MemoryBroker
 from roost.protocol import V1, V2, Encoded, ws_bytes
 from roost.pubsub import Envelope, PubSub, WireKind
 from roost.pubsub.fanout import fastlane_run
@@ -83,7 +84,7 @@ def test_a_listener_that_intercepts_everything_has_no_wire() -> None:
 
 
 def test_deliver_splits_by_topic_and_keeps_a_broadcast_from_apart() -> None:
-    pubsub = PubSub("me")
+    pubsub = PubSub("me", MemoryBroker())
     both, only_t = Sub(S2), Sub(S2)
     pubsub._topics = {"t": {both: None, only_t: None}, "u": {both: None}}
     own_from = Envelope("me", 9, "t", "a", Encoded.of({"n": 5}), exclude=str(id(only_t)))
@@ -161,7 +162,7 @@ class Joined:
 
 
 async def test_the_plan_writes_each_wire_once_per_turn_and_follows_joins() -> None:
-    pubsub = PubSub("me")
+    pubsub = PubSub("me", MemoryBroker())
     flusher = Flusher()
     a, b, slow = Joined(flusher), Joined(flusher), Joined(flusher, buffered=5000)
     lp, picky = Sub(LP), Sub(WS_V2, frozenset({"m"}))

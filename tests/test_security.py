@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from roost.brokers.memory import MemoryBroker
 from roost.channels import Limits
 from roost.chat import ChatSettings, create_endpoint
 from roost.security import tokens
@@ -79,7 +80,12 @@ def chat_endpoint(
     **limits: Any,
 ) -> Any:
     return create_endpoint(
-        "sec", echo=True, settings=settings, origins=origins, limits=Limits(**limits)
+        "sec",
+        MemoryBroker(),
+        echo=True,
+        settings=settings,
+        origins=origins,
+        limits=Limits(**limits),
     )
 
 
@@ -415,10 +421,20 @@ async def test_max_channels(local_server: Any) -> None:
     await bystander.close()
 
 
+class Clock:
+    """The endpoint's rate-limit clock, moved by the test (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_message_rate_then_abuse_closes_1008(local_server: Any) -> None:
-    server, bystander = await with_bystander(
-        local_server, chat_endpoint(msg_rate=5, msg_burst=5, abuse_limit=20)
-    )
+    endpoint = chat_endpoint(msg_rate=5, msg_burst=5, abuse_limit=20)
+    endpoint.clock = clock = Clock()
+    server, bystander = await with_bystander(local_server, endpoint)
     ws = await RawSocket.connect(server.ws_url)
     assert reply_of(await ws.join("echo:r", "1"))["status"] == "ok"
     for n in range(8):  # pipelined: far faster than 5/s
@@ -430,7 +446,7 @@ async def test_message_rate_then_abuse_closes_1008(local_server: Any) -> None:
     await ws.send(None, "hb", "phoenix", "heartbeat", {})
     assert reply_of(await ws.recv_until(lambda f: f[1] == "hb"))["status"] == "ok"
     # Within the rate again, pushes pass (and the abuse count starts over).
-    await asyncio.sleep(0.25)
+    clock.now += 0.25
     await ws.send("1", "b", "echo:r", "echo", {})
     assert reply_of(await ws.recv_until(lambda f: f[1] == "b"))["status"] == "ok"
     # Persistent abuse: 20 limited pushes in a row close the socket with 1008.
@@ -452,7 +468,9 @@ async def test_message_rate_then_abuse_closes_1008(local_server: Any) -> None:
 
 
 async def test_join_rate(local_server: Any) -> None:
-    server, bystander = await with_bystander(local_server, chat_endpoint(join_rate=2, join_burst=3))
+    endpoint = chat_endpoint(join_rate=2, join_burst=3)
+    endpoint.clock = clock = Clock()
+    server, bystander = await with_bystander(local_server, endpoint)
     ws = await RawSocket.connect(server.ws_url)
     for n in range(5):
         await ws.send(f"j{n}", f"j{n}", f"echo:{n}", "phx_join", {})
@@ -462,7 +480,7 @@ async def test_join_rate(local_server: Any) -> None:
     # Pushes have their own bucket: a joined channel still works.
     await ws.send("j0", "e", "echo:0", "echo", {"x": 1})
     assert reply_of(await ws.recv_until(lambda f: f[1] == "e"))["status"] == "ok"
-    await asyncio.sleep(0.6)  # 2/s: a join is allowed again
+    clock.now += 0.6  # 2/s: a join is allowed again
     assert reply_of(await ws.join("echo:9", "j9"))["status"] == "ok"
     await ws.close()
     await still_served(bystander, "joins")

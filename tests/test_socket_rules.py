@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from roost.brokers.memory import MemoryBroker
 from roost.channels import Channel, Endpoint, JoinError, Limits, Reply, Router
 from roost.protocol import Encoded
 from roost.pubsub import PubSub
@@ -142,7 +143,7 @@ async def test_connect_hook_may_refuse(local_server: Any) -> None:
     def connect(params: dict[str, str], info: dict[str, Any]) -> dict[str, Any] | None:
         return None if params.get("token") != "good" else {"user": "ok"}
 
-    endpoint = Endpoint(Router(), PubSub("n"), connect=connect)
+    endpoint = Endpoint(Router(), PubSub("n", MemoryBroker()), connect=connect)
     server = await local_server(endpoint)
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await RawSocket.connect(server.ws_url, "vsn=2.0.0&token=bad")
@@ -191,7 +192,7 @@ class Private(Channel):
 
 async def test_intercept_broadcast_from_and_join_error(local_server: Any) -> None:
     router = Router().channel("shout:*", Shouting).channel("private:*", Private)
-    server = await local_server(Endpoint(router, PubSub("n"), limits=Limits()))
+    server = await local_server(Endpoint(router, PubSub("n", MemoryBroker()), limits=Limits()))
     a = await RawSocket.connect(server.ws_url)
     b = await RawSocket.connect(server.ws_url)
     await a.join("shout:x", "1")

@@ -1,6 +1,6 @@
 """Peer: encode/broadcaster (Redis backend) + Starlette on uvicorn (uvloop, httptools).
 
-The fanout workload of ``roost bench peers``, written as broadcaster's README does a
+The fanout workload of ``roost-bench peers``, written as broadcaster's README does a
 chat: each WebSocket at ``/ws`` subscribes to channel ``bench`` (one subscription
 per socket), sends ``{"joined":true}``, then forwards every event with
 ``send_text``; ``GET /fire?count=N`` publishes N pre-encoded chat frames.

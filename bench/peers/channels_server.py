@@ -1,6 +1,6 @@
 """Peer: Django Channels + channels_redis on uvicorn (uvloop, httptools, websockets).
 
-The fanout workload of ``roost bench peers``: a WebSocket at ``/ws`` joins group
+The fanout workload of ``roost-bench peers``: a WebSocket at ``/ws`` joins group
 ``bench`` on connect and then sends ``{"joined":true}``; ``GET /fire?count=N`` does
 N ``group_send`` of one pre-encoded chat frame, which each consumer sends as is.
 ``--layer core`` is channels_redis.core.RedisChannelLayer (capacity raised from 100

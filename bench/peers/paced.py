@@ -1,6 +1,6 @@
 """The paced, stamped trigger of the Python peers: ``GET /fire?rate=R&duration=D``.
 
-The same shape as roost's bench channel (src/roost/bench/channel.py): R messages a
+The same shape as roost's bench channel (bench/roost_bench/channel.py): R messages a
 second for D seconds, the messages due at each 1 ms tick sent together, each payload
 stamped with its send time in µs since the epoch (16 digits), so the bench can read
 every message's latency out of the bytes its clients receive.

@@ -1,6 +1,6 @@
 """Peer: python-socketio + AsyncRedisManager, served by aiohttp (uvloop).
 
-The fanout workload of ``roost bench peers``: clients connect over Engine.IO 4
+The fanout workload of ``roost-bench peers``: clients connect over Engine.IO 4
 (WebSocket transport), emit ``join`` with the room name (acknowledged), and
 ``GET /fire?count=N`` emits N ``new:msg`` chat messages to the room;
 ``GET /fire?rate=R&duration=D`` emits stamped ones at a fixed rate (paced.py). With the Redis

@@ -1,4 +1,4 @@
-"""The ``roost`` command: serve, chat, token, inspect, cluster (and ``bench``, in bench/)."""
+"""The ``roost`` command: serve, chat, token, inspect, cluster (benchmarks: ``roost-bench``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from .bench.commands import bench
 from .channels import Limits
 from .cli_support import use_uvloop
 
@@ -236,7 +235,6 @@ def main() -> None:
     help="Deadline of every Redis command (connect, pool wait, reply); a stored "
     "publish answers within twice this (keep it under phoenix.js's 10 s push timeout).",
 )
-@click.option("--bench", is_flag=True, hidden=True, help="Serve the bench:* channel.")
 @click.option(
     "--echo",
     is_flag=True,
@@ -281,7 +279,6 @@ def serve(
     presence_timeout: float,
     presence_batch: float,
     echo: bool,
-    bench: bool,
 ) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
 
@@ -307,8 +304,12 @@ def serve(
         join_burst=join_burst,
         max_connections=max_connections,
     )
-    broker: Broker | None = None
-    if redis_url:
+    broker: Broker
+    if not redis_url:
+        from .brokers.memory import MemoryBroker
+
+        broker = MemoryBroker()
+    else:
         from .brokers.redis import Keys, RedisBroker
 
         tls: dict[str, Any] = {
@@ -345,10 +346,6 @@ def serve(
         ),
         origins=OriginPolicy(_expand(allowed_origins)),
     )
-    if bench:
-        from .bench.channel import BenchChannel
-
-        endpoint.router.channel("bench:*", BenchChannel)
     app = build_app(
         endpoint,
         api_key=api_key or None,
@@ -544,7 +541,7 @@ def inspect_command(
     Listens to both pubsub modes at once (the global channel and every topic channel).
     """
     from .brokers.redis import Keys
-    from .inspect import Options, run
+    from .inspector import Options, run
 
     tls = {"ssl_ca_certs": redis_ca, "ssl_certfile": redis_cert, "ssl_keyfile": redis_key}
     opts = Options(
@@ -587,6 +584,3 @@ def cluster_command(
 
     cluster = Cluster(nodes, redis_url, base_port, host, pubsub_mode, serve_args)
     sys.exit(cluster.run())
-
-
-main.add_command(bench)

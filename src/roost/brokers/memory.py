@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
 from ..protocol import Encoded
-from ..pubsub.broker import Deliver, Lost
+from ..pubsub.broker import Broker, Deliver, Lost
 from ..pubsub.envelope import Envelope
 from ..pubsub.history import (
     HistoryPolicy,
@@ -46,7 +46,7 @@ class MemoryHub:
         self.max_topics = max_topics
 
 
-class MemoryBroker:
+class MemoryBroker(Broker):
     delivers_stored = False  # PubSub delivers stored messages locally itself
 
     def __init__(self, hub: MemoryHub | None = None) -> None:

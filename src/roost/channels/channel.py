@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..protocol import Encoded
 from ..pubsub import HistoryPolicy, Position, Recovery
+from .lifecycle import ChannelEvent, ChannelState, advance
 from .reply import Reply
 
 if TYPE_CHECKING:
     from ..pubsub import Wire
-    from .socket import Socket
+    from .contracts import ChannelSocket
 
 
 class Channel:
@@ -30,25 +31,33 @@ class Channel:
     __slots__ = (
         "_assigns",
         "join_ref",
-        "joined",
         "joined_at",
         "socket",
+        "state",
         "subscribed",
         "topic",
         "wire",
     )
 
-    def __init__(self, socket: Socket, topic: str, join_ref: str | None) -> None:
+    def __init__(self, socket: ChannelSocket, topic: str, join_ref: str | None) -> None:
         self.socket = socket
         self.topic = topic
         self.join_ref = join_ref
         self.wire: Wire = socket.wire
         self._assigns: dict[str, Any] | None = None
-        self.joined = False
+        self.state = ChannelState.JOINING  # see lifecycle.TRANSITIONS
         self.subscribed = False
         #: Where the history in the join reply ends (set by ``history``): broadcasts up
         #: to it are not pushed again after the reply.
         self.joined_at: Position | None = None
+
+    @property
+    def joined(self) -> bool:
+        return self.state is ChannelState.JOINED
+
+    def move(self, event: ChannelEvent) -> None:
+        """Take a transition of the lifecycle table (anything else raises)."""
+        self.state = advance(self.state, event)
 
     @property
     def assigns(self) -> dict[str, Any]:
@@ -78,10 +87,11 @@ class Channel:
         channel crashes (``phx_error``); the client rejoins with ``since`` and gets
         exactly what it missed, or ``recovered: false``."""
         self.subscribed = False
-        self.socket.spawn(self.socket.crash(self))
+        self.socket.spawn(self.socket.crash(self, ChannelEvent.LOST))
 
     async def terminate(self, reason: str) -> None:
-        """The channel ends: ``leave``, ``closed`` (socket gone), ``crash``, ``replaced``."""
+        """The channel ends: ``leave``, ``closed`` (socket gone), ``crash``, ``replaced``,
+        ``lost`` (the node lost the topic's continuity; the client rejoins)."""
 
     # -- actions -----------------------------------------------------------------------
     async def subscribe(self) -> None:

@@ -1,54 +1,26 @@
-"""The Endpoint: what every socket of a server shares (router, pubsub, node, limits)."""
+"""The Endpoint: what every socket of a server shares (router, pubsub, node, limits).
+
+The top of the channel layer: it imports the socket, router and presence; they see it
+only through the Protocols of ``contracts.py`` and ``limits.py``.
+"""
 
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..pubsub import HistoryPolicy, PubSub
 from ..security.origin import OriginPolicy
+from .limits import EndpointStats, Limits
+from .presence import Presence
 from .router import Router
-
-if TYPE_CHECKING:
-    from .presence import Presence
-    from .socket import Socket
+from .socket import Socket
 
 ConnectResult = dict[str, Any] | None | bool
 ConnectHook = Callable[[dict[str, str], dict[str, Any]], ConnectResult | Awaitable[ConnectResult]]
-
-
-@dataclass
-class Limits:
-    """Per-socket and per-node limits; every one is answered clearly (README: Security)."""
-
-    max_channels: int = 100  # joins beyond: error "too many channels joined"
-    max_frame: int = 64 * 1024  # bigger frames: close 1009
-    idle_timeout: float = 60.0  # nothing received for this long: close 1001
-    max_buffer: int = 1024 * 1024  # unsent bytes to a slow client: past it, close 1013
-    msg_rate: float = 50.0  # pushes per second (0: unlimited); excess: "rate limited"
-    msg_burst: float = 100.0
-    join_rate: float = 10.0  # joins per second; excess: "rate limited"
-    join_burst: float = 100.0
-    abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
-    max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
-
-
-@dataclass
-class EndpointStats:
-    """Counters the sockets bump (plain ints: read by /metrics at scrape time)."""
-
-    joins: int = 0
-    leaves: int = 0
-    heartbeats: int = 0
-    pushes: int = 0
-    replies_out: int = 0
-    pushes_out: int = 0
-    rate_limited: int = 0
-    slow_consumers: int = 0
-    connections_total: int = 0
-    refused: int = 0
 
 
 class ConnectRefused(Exception):
@@ -83,6 +55,8 @@ class Endpoint:
     sockets: set[Socket] = field(default_factory=set)
     draining: bool = False
     stats: EndpointStats = field(default_factory=EndpointStats)
+    #: Seconds, monotonic: the rate limits' clock (tests pass their own and never sleep).
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def node(self) -> str:
@@ -109,3 +83,6 @@ class Endpoint:
         if result is True:
             return {}
         return dict(result)
+
+
+__all__ = ["ConnectHook", "ConnectRefused", "Endpoint", "EndpointStats", "Limits"]

@@ -21,7 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..pubsub import PubSub
 from ..pubsub.presence import (
@@ -33,9 +33,7 @@ from ..pubsub.presence import (
     group,
     new_ref,
 )
-
-if TYPE_CHECKING:
-    from .channel import Channel
+from .contracts import PresenceChannel
 
 log = logging.getLogger("roost.presence")
 
@@ -59,11 +57,11 @@ class Presence:
         self.store: PresenceStore = store or MemoryPresenceStore()
         self.batch = batch
         # channel → {key: [ref, ...]} for what this node tracked
-        self._tracked: dict[Channel, dict[str, list[str]]] = {}
+        self._tracked: dict[PresenceChannel, dict[str, list[str]]] = {}
         self._batches: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
         # topic → the channels here that were pushed its presence_state (they keep a list)
-        self._viewers: dict[str, set[Channel]] = {}
+        self._viewers: dict[str, set[PresenceChannel]] = {}
         self._store_failed = False
 
     async def start(self) -> None:
@@ -87,7 +85,7 @@ class Presence:
     def entries(self) -> int:
         return sum(len(refs) for keys in self._tracked.values() for refs in keys.values())
 
-    async def track(self, channel: Channel, key: str, meta: dict[str, Any]) -> str:
+    async def track(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str:
         ref = new_ref()
         if not channel.joined:  # it ended already (e.g. crashed during its after_join)
             return ref
@@ -112,7 +110,7 @@ class Presence:
         await self._diff(channel.topic, joins=[entry])
         return ref
 
-    async def update(self, channel: Channel, key: str, meta: dict[str, Any]) -> str | None:
+    async def update(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str | None:
         """Replace the key's meta on this channel: a new phx_ref, one diff (join + leave)."""
         refs = self._tracked.get(channel, {}).get(key)
         if not refs:
@@ -126,7 +124,7 @@ class Presence:
         await self._diff(channel.topic, joins=[entry], leaves=removed)
         return ref
 
-    async def untrack(self, channel: Channel, key: str | None = None) -> None:
+    async def untrack(self, channel: PresenceChannel, key: str | None = None) -> None:
         if key is None:  # the channel ends (the socket untracks every joined channel)
             self._forget(channel)
         tracked = self._tracked.get(channel)
@@ -150,7 +148,7 @@ class Presence:
     async def list(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
         return group(await self.store.list(topic))
 
-    async def push_state(self, channel: Channel) -> None:
+    async def push_state(self, channel: PresenceChannel) -> None:
         try:
             state = await self.list(channel.topic)
         except Exception:
@@ -161,7 +159,7 @@ class Presence:
         self._viewers.setdefault(channel.topic, set()).add(channel)
         channel.push(STATE, state)
 
-    def _forget(self, channel: Channel) -> None:
+    def _forget(self, channel: PresenceChannel) -> None:
         viewers = self._viewers.get(channel.topic)
         if viewers is not None:
             viewers.discard(channel)

@@ -25,24 +25,17 @@ from ..protocol import (
     Message,
     ProtocolError,
 )
+from ..protocol.close import CLOSE_INVALID, CLOSE_POLICY
+from ..protocol.close import CLOSE_RESTART as CLOSE_RESTART  # re-exported: server/drain.py
 from ..pubsub import HistoryUnavailable, Wire
 from ..security.ratelimit import TokenBucket
 from .channel import Channel
-from .endpoint import Endpoint
+from .lifecycle import ChannelEvent, ChannelState
+from .limits import SocketEndpoint as Endpoint  # the Endpoint as a socket sees it
 from .reply import JoinError, Reply
 
 log = logging.getLogger("roost.socket")
 _TASKS: set[asyncio.Task[None]] = set()  # spawned by sockets, referenced until done
-
-# Close codes roost uses (README lists them).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_INVALID = 1007
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
 
 UNMATCHED = Encoded.of({"reason": "unmatched topic"})
 RATE_LIMITED = Encoded.of({"reason": "rate limited"})
@@ -149,7 +142,7 @@ class Socket:
             stats.leaves += 1
         else:
             stats.pushes += 1
-        if not self._bucket(event == PHX_JOIN).take():
+        if not self._bucket(event == PHX_JOIN).take(self.endpoint.clock()):
             stats.rate_limited += 1
             self._limited += 1
             if self._limited >= self.endpoint.limits.abuse_limit:
@@ -171,7 +164,7 @@ class Socket:
             return  # stale: a message for an earlier join of this topic
         if event == PHX_LEAVE:
             self._reply(channel.join_ref, msg.ref, topic, "ok", EMPTY)
-            await self._close_channel(channel, "leave")
+            await self._close_channel(channel, ChannelEvent.LEAVE)
             return
         try:
             reply = await channel.handle_in(event, msg.payload, msg.ref)
@@ -192,10 +185,12 @@ class Socket:
         limits = self.endpoint.limits
         if join:
             if self._joins is None:
-                self._joins = TokenBucket(limits.join_rate, limits.join_burst)
+                self._joins = TokenBucket(
+                    limits.join_rate, limits.join_burst, self.endpoint.clock()
+                )
             return self._joins
         if self._pushes is None:
-            self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst)
+            self._pushes = TokenBucket(limits.msg_rate, limits.msg_burst, self.endpoint.clock())
         return self._pushes
 
     async def _join(self, msg: Message) -> None:
@@ -203,7 +198,7 @@ class Socket:
         old = self.channels.get(topic)
         if old is not None:
             log.debug("duplicate join topic=%s: closing the existing channel", topic)
-            await self._close_channel(old, "replaced")
+            await self._close_channel(old, ChannelEvent.REPLACED)
         cls = self.endpoint.router.match(topic)
         if cls is None:
             self._reply(msg.join_ref, msg.ref, topic, "error", UNMATCHED)
@@ -218,31 +213,31 @@ class Socket:
             # is missed, and nothing of this topic is written before the reply.
             await channel.subscribe()
         except JoinError as refused:
-            self._unsubscribe(channel)
+            self._refuse(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", Encoded.of(refused.response))
             return
         except HistoryUnavailable:
             log.warning("join of %s refused: the broker is unavailable", topic)
-            self._unsubscribe(channel)
+            self._refuse(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", UNAVAILABLE)
             return
         except Exception:
             log.exception("join crashed topic=%s", topic)
-            self._unsubscribe(channel)
+            self._refuse(channel)
             self._reply(msg.join_ref, msg.ref, topic, "error", JOIN_CRASHED)
             return
         except BaseException:  # cancelled (the server stops): nothing stays subscribed
-            self._unsubscribe(channel)
+            self._refuse(channel, ChannelEvent.CLOSED)
             raise
         if self.closed:
-            self._unsubscribe(channel)
+            self._refuse(channel, ChannelEvent.CLOSED)
             return
         self.channels[topic] = channel
-        channel.joined = True
+        channel.move(ChannelEvent.JOIN_OK)
         self._reply(msg.join_ref, msg.ref, topic, "ok", Encoded.of(response))
         if not self.endpoint.pubsub.release(topic, channel, channel.joined_at):
             channel.subscribed = False  # lost while joining: the client rejoins
-            await self.crash(channel)
+            await self.crash(channel, ChannelEvent.LOST)
             return
         try:
             await channel.after_join()
@@ -250,40 +245,48 @@ class Socket:
             log.exception("after_join crashed topic=%s", topic)
             await self.crash(channel)
 
-    async def crash(self, channel: Channel) -> None:
-        """A handler raised: the channel dies with ``phx_error``, the socket lives on."""
+    def _refuse(self, channel: Channel, event: ChannelEvent = ChannelEvent.REFUSED) -> None:
+        """A join that did not happen: unsubscribed, CLOSED, no terminate (never joined)."""
+        self._unsubscribe(channel)
+        channel.move(event)
+
+    async def crash(self, channel: Channel, event: ChannelEvent = ChannelEvent.CRASH) -> None:
+        """A handler raised (or the topic was lost here): the channel dies with
+        ``phx_error``, the socket lives on; the client rejoins."""
         if self.channels.get(channel.topic) is channel:
             self.push(channel.join_ref, channel.topic, PHX_ERROR, EMPTY, channel.join_ref)
-        await self._drop(channel, "crash")
+        await self._drop(channel, event)
 
-    async def _close_channel(self, channel: Channel, reason: str) -> None:
+    async def _close_channel(self, channel: Channel, event: ChannelEvent) -> None:
         self.push(channel.join_ref, channel.topic, PHX_CLOSE, EMPTY, channel.join_ref)
-        await self._drop(channel, reason)
+        await self._drop(channel, event)
 
-    async def _drop(self, channel: Channel, reason: str) -> None:
+    async def _drop(self, channel: Channel, event: ChannelEvent) -> None:
+        """End a joined channel (once): unsubscribe, ``terminate``, untrack presence."""
         if self.channels.get(channel.topic) is channel:
             del self.channels[channel.topic]
         self._unsubscribe(channel)
-        if channel.joined:
-            channel.joined = False
+        if channel.state is not ChannelState.JOINED:
+            return  # ended already
+        channel.move(event)
+        try:
+            await channel.terminate(event.value)
+        except Exception:
+            log.exception("terminate crashed topic=%s", channel.topic)
+        presence = self.endpoint.presence
+        if presence is not None:
             try:
-                await channel.terminate(reason)
+                await presence.untrack(channel)
             except Exception:
-                log.exception("terminate crashed topic=%s", channel.topic)
-            presence = self.endpoint.presence
-            if presence is not None:
-                try:
-                    await presence.untrack(channel)
-                except Exception:
-                    log.warning("presence untrack failed topic=%s", channel.topic, exc_info=True)
+                log.warning("presence untrack failed topic=%s", channel.topic, exc_info=True)
 
     def _unsubscribe(self, channel: Channel) -> None:
         if channel.subscribed:
             channel.subscribed = False
             self.endpoint.pubsub.unsubscribe(channel.topic, channel)
 
-    async def close(self, reason: str = "closed") -> None:
-        """The connection is gone: every channel terminates."""
+    async def close(self) -> None:
+        """The connection is gone: every channel terminates (``closed``)."""
         self.closed = True
         for channel in list(self.channels.values()):
-            await self._drop(channel, reason)
+            await self._drop(channel, ChannelEvent.CLOSED)

@@ -6,13 +6,10 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
-from ..brokers.redis import RedisBroker
-from ..brokers.redis.presence import RedisPresenceStore
 from ..channels import ConnectRefused, Endpoint, Limits, Router
 from ..channels.endpoint import ConnectHook
 from ..channels.presence import Presence
 from ..pubsub import Broker, HistoryPolicy, PubSub
-from ..pubsub.presence import PresenceStore
 from ..security import tokens
 from ..security.origin import OriginPolicy
 from .echo import EchoChannel
@@ -65,7 +62,7 @@ def make_connect(settings: ChatSettings) -> ConnectHook:
 
 def create_endpoint(
     node: str,
-    broker: Broker | None = None,
+    broker: Broker,
     *,
     echo: bool = False,
     limits: Limits | None = None,
@@ -75,7 +72,8 @@ def create_endpoint(
     settings: ChatSettings | None = None,
     origins: OriginPolicy | None = None,
 ) -> Endpoint:
-    """The chat on ``broker`` (memory when None); presence in the broker's store.
+    """The chat on ``broker`` (the caller picks it: MemoryBroker, RedisBroker);
+    presence in the broker's store.
 
     ``presence_timeout``: how long after a node dies its users are shown as gone.
     """
@@ -83,13 +81,9 @@ def create_endpoint(
     if echo:
         router.channel("echo:*", EchoChannel)
     pubsub = PubSub(node, broker)
-    store: PresenceStore | None = None
-    if isinstance(broker, RedisBroker):
-        # Entries live ttl; sweeps run every ttl/3: a dead node's users leave
-        # within about (1 + 1/3) * ttl = presence_timeout.
-        store = RedisPresenceStore(
-            broker.url, broker.keys, ttl=presence_timeout * 0.75, **broker.connection_kwargs
-        )
+    # A shared store's entries live ttl; sweeps run every ttl/3: a dead node's users
+    # leave within about (1 + 1/3) * ttl = presence_timeout.
+    store = broker.presence_store(ttl=presence_timeout * 0.75)
     settings = settings or ChatSettings()
     return Endpoint(
         router=router,

@@ -21,7 +21,8 @@ from .message import (
     Frame,
     Message,
 )
-from .serializer import Serializer, for_vsn
+from .serializer import Serializer
+from .vsn import for_vsn
 from .wsframe import ws_bytes
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""The serializer interface and the choice of serializer by the client's ``vsn``."""
+"""The serializer interface and the field checks shared by the JSON serializers.
+
+The choice of serializer by the client's ``vsn`` lives in ``vsn.py``, which knows them all."""
 
 from __future__ import annotations
 
@@ -59,18 +61,3 @@ def check_fields(obj: Any, join_ref: Any, ref: Any, topic: Any, event: Any) -> N
         raise ProtocolError("join_ref must be a string or null", **addr)
     if ref is not None and not isinstance(ref, str):
         raise ProtocolError("ref must be a string or null", **addr)
-
-
-def for_vsn(vsn: str | None) -> Serializer:
-    """The serializer a client asked for: none or ``1.x`` → V1, ``2.x`` → V2.
-
-    Raises ProtocolError for anything else (the server answers 403).
-    """
-    from .json_v1 import V1
-    from .json_v2 import V2
-
-    if vsn is None or vsn == "" or vsn.split(".")[0] == "1":
-        return V1
-    if vsn.split(".")[0] == "2":
-        return V2
-    raise ProtocolError(f"unsupported protocol version {vsn!r}")

@@ -1,6 +1,6 @@
 """Node-local PubSub with the fastlane, and the broker interface below it."""
 
-from .broker import Broker, Deliver, Lost
+from .broker import Broker, Counter, Deliver, Lost, Timing
 from .envelope import Envelope
 from .fanout import fastlane
 from .history import (
@@ -15,6 +15,7 @@ from .wire import Subscriber, Wire, WireKind
 
 __all__ = [
     "Broker",
+    "Counter",
     "Deliver",
     "Envelope",
     "HistoryPolicy",
@@ -25,6 +26,7 @@ __all__ = [
     "Recovery",
     "StoredMessage",
     "Subscriber",
+    "Timing",
     "Wire",
     "WireKind",
     "fastlane",

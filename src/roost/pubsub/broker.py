@@ -12,19 +12,28 @@ from Redis): PubSub then writes each subscriber's share of the batch at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from .envelope import Envelope
 from .history import HistoryPolicy, Position, Recovery
+from .presence import PresenceStore
 
 Deliver = Callable[[Sequence[Envelope]], None]
 #: The broker can no longer deliver ``topic`` in order here (stored broadcasts left the
 #: history before they could be delivered): every local subscriber of it must go.
 Lost = Callable[[str], None]
+#: A metrics hook: one observation, in seconds.
+Timing = Callable[[float], None]
+#: One of a broker's own counters for ``/metrics``: (metric name, help text, value).
+Counter = tuple[str, str, float]
 
 
 class Broker(Protocol):
+    """What PubSub (and the server's probes, and an application's presence) may ask of
+    a broker. The methods under "optional" have defaults fit for a broker on one node:
+    a broker that subclasses ``Broker`` explicitly inherits them."""
+
     #: True when the broker delivers stored (history) broadcasts back to this node
     #: itself, in offset order; False when PubSub delivers them locally.
     delivers_stored: bool
@@ -56,3 +65,27 @@ class Broker(Protocol):
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         """Everything after ``since``, or the latest messages (see ``recover_from``)."""
         ...
+
+    # -- optional: the defaults suit a broker with no connection and no shared state --
+    @property
+    def connected(self) -> bool:
+        """Ready to carry broadcasts (``/readyz``, ``roost_broker_connected``)."""
+        return True
+
+    def health(self) -> dict[str, Any] | None:
+        """The broker's state for ``/healthz`` (None: nothing to tell)."""
+        return None
+
+    def counters(self) -> Iterable[Counter]:
+        """The broker's own counters, read at every ``/metrics`` scrape."""
+        return ()
+
+    def observe(self, publish: Timing | None, lag: Timing | None) -> None:
+        """Metrics hooks: ``publish`` gets each publish round trip, ``lag`` each
+        origin-to-here delivery lag (seconds). A broker that times neither ignores them."""
+        return None
+
+    def presence_store(self, ttl: float) -> PresenceStore | None:
+        """A presence store every node shares, its entries living ``ttl`` seconds
+        unless refreshed; None: presence stays node-local (Presence's memory store)."""
+        return None

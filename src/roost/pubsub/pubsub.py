@@ -45,11 +45,9 @@ class PubSub:
     each stored broadcast reaches it exactly once.
     """
 
-    def __init__(self, node: str, broker: Broker | None = None) -> None:
-        from ..brokers.memory import MemoryBroker
-
+    def __init__(self, node: str, broker: Broker) -> None:
         self.node = node
-        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        self.broker: Broker = broker
         self._topics: dict[str, dict[Subscriber, None]] = {}
         self._held: dict[str, dict[Subscriber, _Held]] = {}
         self._positions: dict[str, Position] = {}  # the last stored broadcast delivered

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from ..pubsub import HistoryUnavailable
-from .websocket import ENDPOINT_KEY
+from .admission import ENDPOINT_KEY
 
 log = logging.getLogger("roost.api")
 

@@ -9,11 +9,12 @@ from aiohttp import web
 
 from ..channels import Endpoint
 from . import api
+from .admission import ENDPOINT_KEY
 from .api import API_KEY, MAX_BODY
 from .drain import drain
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
 from .metrics import Metrics
-from .websocket import ENDPOINT_KEY, FLUSHER_KEY, websocket_handler
+from .websocket import FLUSHER_KEY, websocket_handler
 from .wswire import Flusher
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
@@ -39,8 +40,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 async def readyz(request: web.Request) -> web.Response:
     """Ready: accepting sockets and the broker connected; not while draining."""
     endpoint = request.app[ENDPOINT_KEY]
-    stats = getattr(endpoint.pubsub.broker, "stats", None)
-    broker_ok = stats is None or bool(stats.connected)
+    broker_ok = endpoint.pubsub.broker.connected
     ready = broker_ok and not endpoint.draining
     body = {"ready": ready, "broker": broker_ok, "draining": endpoint.draining}
     return web.json_response(body, status=200 if ready else 503)
@@ -49,9 +49,9 @@ async def readyz(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     endpoint = request.app[ENDPOINT_KEY]
     body: dict[str, object] = {"status": "ok", "node": endpoint.node}
-    stats = getattr(endpoint.pubsub.broker, "stats", None)
-    if stats is not None:
-        body["broker"] = stats.as_dict()
+    health = endpoint.pubsub.broker.health()
+    if health is not None:
+        body["broker"] = health
     body["sockets"] = len(endpoint.sockets)
     return web.json_response(body)
 

@@ -28,8 +28,9 @@ from aiohttp import web
 
 from ..channels import CloseSocket, Endpoint, Socket
 from ..protocol import BINARY, TEXT, V1, V2, Encoded, Frame
+from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_INVALID, CLOSE_SLOW_CONSUMER
 from ..pubsub import HistoryUnavailable, WireKind
-from .websocket import ENDPOINT_KEY, admit
+from .admission import ENDPOINT_KEY, admit
 
 log = logging.getLogger("roost.longpoll")
 
@@ -100,7 +101,7 @@ class Session:
         self.size += len(data)
         if self.size > self.manager.endpoint.limits.max_buffer:
             self.manager.endpoint.stats.slow_consumers += 1
-            self.close(1013, "slow consumer")
+            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
         self._wake()
 
@@ -147,7 +148,7 @@ class Session:
                     try:
                         opcode, data = BINARY, base64.b64decode(line, validate=True)
                     except (binascii.Error, ValueError):
-                        self.close(1007, "bad base64 line")
+                        self.close(CLOSE_INVALID, "bad base64 line")
                         return {"status": 410}
                 try:
                     await self.socket.handle(opcode, data)
@@ -198,7 +199,7 @@ class LongPollManager:
         if self._reaper is not None:
             self._reaper.cancel()
         for session in list(self.sessions.values()):
-            session.close(1001, "server stopping")
+            session.close(CLOSE_GOING_AWAY, "server stopping")
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 2)
@@ -233,7 +234,7 @@ class LongPollManager:
             for session in list(self.sessions.values()):
                 idle = session.waiter is None or session.waiter.done()
                 if idle and now - session.last_seen > 1.5 * self.window:
-                    session.close(1001, "long-poll session expired")
+                    session.close(CLOSE_GOING_AWAY, "long-poll session expired")
 
     async def forward(
         self, sid: str, event: str, body: dict[str, Any], wait: float

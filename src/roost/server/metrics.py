@@ -9,7 +9,6 @@ Prometheus scrapes. Only the two latency histograms are observed as they happen
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -82,31 +81,14 @@ class RoostCollector(Collector):
             "Presence metas tracked by this node.",
             presence.entries if presence is not None else 0,
         )
-        stats: Any = getattr(ep.pubsub.broker, "stats", None)
+        broker = ep.pubsub.broker
         yield gauge(
             "roost_broker_connected",
             "1 when the broker's subscription is up.",
-            1 if stats is None or stats.connected else 0,
+            1 if broker.connected else 0,
         )
-        if stats is not None:
-            for name, doc, value in (
-                ("roost_broadcasts_published", "Envelopes published to Redis.", stats.published),
-                ("roost_broadcasts_received", "Envelopes from other nodes.", stats.received),
-                ("roost_publish_errors", "Envelopes Redis did not take.", stats.publish_errors),
-                ("roost_redis_reconnects", "Subscriber reconnects.", stats.reconnects),
-                (
-                    "roost_probe_restarts",
-                    "Subscriptions restarted by the probe.",
-                    stats.probe_restarts,
-                ),
-                ("roost_sequence_gaps", "Jumps in an origin's sequence numbers.", stats.gaps),
-                ("roost_missed_messages", "Messages the sequence gaps skipped.", stats.missed),
-                ("roost_offset_gaps", "Holes in a topic's history offsets.", stats.offset_gaps),
-                ("roost_gaps_filled", "Messages filled in from the history stream.", stats.filled),
-                ("roost_invalid_envelopes", "Messages that were not envelopes.", stats.invalid),
-                ("roost_rejected_envelopes", "Envelopes failing the signature.", stats.rejected),
-            ):
-                yield counter(name, doc, value)
+        for name, doc, count in broker.counters():
+            yield counter(name, doc, count)
 
 
 class Metrics:
@@ -127,10 +109,7 @@ class Metrics:
             registry=self.registry,
             buckets=LAG_BUCKETS,
         )
-        broker: Any = endpoint.pubsub.broker
-        if hasattr(broker, "observe_publish"):
-            broker.observe_publish = self.publish_seconds.observe
-            broker.observe_lag = self.lag_seconds.observe
+        endpoint.pubsub.broker.observe(self.publish_seconds.observe, self.lag_seconds.observe)
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..channels import CloseSocket, ConnectRefused, Endpoint, Socket
-from ..channels.socket import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
-from ..protocol import BINARY, TEXT, ProtocolError, Serializer, for_vsn
+from ..channels import CloseSocket, Socket
+from ..protocol import BINARY, TEXT
+from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
+from .admission import ENDPOINT_KEY, admit
 from .wswire import WS_KINDS, Flusher, WsWire
 
 log = logging.getLogger("roost.websocket")
 
 TOKEN_PREFIX = "base64url.bearer.phx."
-ENDPOINT_KEY: web.AppKey[Endpoint] = web.AppKey("endpoint", Endpoint)
 FLUSHER_KEY: web.AppKey[Flusher] = web.AppKey("flusher", Flusher)
 
 
@@ -36,40 +35,6 @@ def subprotocol_token(header: str) -> tuple[str | None, bool]:
             except (ValueError, UnicodeDecodeError):
                 token = None
     return token, has_phoenix
-
-
-async def admit(
-    request: web.Request,
-    endpoint: Endpoint,
-    params: dict[str, str],
-    auth_token: str | None,
-    transport: str,
-) -> tuple[Serializer, dict[str, Any]] | web.Response:
-    """Origin, connection limit, protocol version, connect hook: a refusal, or go."""
-    if not endpoint.origins.allows(request.headers.get("Origin"), request.host, request.secure):
-        log.info("refused origin=%s host=%s", request.headers.get("Origin"), request.host)
-        return web.Response(status=403, text="origin not allowed\n")
-    if len(endpoint.sockets) >= endpoint.limits.max_connections:
-        return web.Response(status=503, text="too many connections\n", headers={"Retry-After": "5"})
-    try:
-        serializer = for_vsn(params.get("vsn"))
-    except ProtocolError as exc:
-        return web.Response(status=403, text=exc.reason + "\n")
-    info: dict[str, Any] = {
-        "peer": request.remote,
-        "headers": request.headers,
-        "auth_token": auth_token,
-        "transport": transport,
-    }
-    try:
-        assigns = await endpoint.authorize(params, info)
-    except ConnectRefused as refused:
-        endpoint.stats.refused += 1
-        return web.Response(status=403, text=refused.reason + "\n")
-    if assigns is None:
-        endpoint.stats.refused += 1
-        return web.Response(status=403, text="connection refused\n")
-    return serializer, assigns
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Sequence
 
 from ..channels.endpoint import EndpointStats
 from ..protocol import V1, V2, ws_bytes
+from ..protocol.close import CLOSE_SLOW_CONSUMER, close_frame
 from ..pubsub import WireKind
 
 log = logging.getLogger("roost.wire")
 
-SLOW_CONSUMER = 1013
 ABORT_AFTER = 5.0
-
-
-def close_frame(code: int, reason: str) -> bytes:
-    body = struct.pack("!H", code) + reason.encode()[:123]
-    return bytes([0x88, len(body)]) + body
 
 
 class Flusher:
@@ -138,7 +132,7 @@ class WsWire:
         if self.stats is not None:
             self.stats.slow_consumers += 1
         log.warning("slow consumer disconnected buffer=%d", self.transport.get_write_buffer_size())
-        self.close(SLOW_CONSUMER, "slow consumer")
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
         asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
 
     def _abort(self) -> None:

@@ -17,31 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...protocol import Encoded
-from ...pubsub import Deliver, Envelope, Lost
+from ...pubsub import Broker, Counter, Deliver, Envelope, Lost, Timing
 from ...pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
     Position,
     Recovery,
-    StoredMessage,
-    recover_from,
     with_offset,
 )
 from . import codec
-from .connection import REDIS_ERRORS, RedisConnection, safe_url, text
+from .connection import REDIS_ERRORS, RedisConnection, safe_url
 from .cursor import Cursors
-from .history import CATCH_UP, READ, parse_entries
 from .keys import Keys
 from .nodes import DuplicateNodeError, NodeName
+from .presence import RedisPresenceStore
 from .publisher import Publisher
+from .reader import HistoryReader
 from .stats import BrokerStats
 from .subscriber import SubscriberLink
 
@@ -54,7 +52,7 @@ SEQ_LIMIT = 10_000  # publishing-only channels remembered before the unsubscribe
 __all__ = ["BrokerStats", "DuplicateNodeError", "RedisBroker"]
 
 
-class RedisBroker:
+class RedisBroker(Broker):
     delivers_stored = True  # stored broadcasts come back through the subscriber, in order
 
     def __init__(
@@ -92,7 +90,6 @@ class RedisBroker:
         self.connection = RedisConnection(
             url, timeout=timeout, pool_size=pool_size, **connection_kwargs
         )
-        redis = self.connection.redis
         # A stored publish answers inside 2 x timeout: below phoenix.js's 10 s push
         # timeout with the default, so a client never sees a late ok.
         self.publisher = Publisher(
@@ -105,11 +102,10 @@ class RedisBroker:
             on_confirmed=self._on_confirmed,
             on_lost=self._on_lost,
         )
+        self.reader = HistoryReader(self.connection, self.keys, self.stats, signing_key)
         self.cursors = Cursors(
-            self._catch_up_read, self._emit, self.stats, self._trusted, self._lost_topic
+            self.reader.catch_up, self._emit, self.stats, self.reader.trusted, self._lost_topic
         )
-        self._read_script = redis.register_script(READ)
-        self._catch_up_script = redis.register_script(CATCH_UP)
         self._deliver: Deliver | None = None
         self._lost: Lost | None = None
         # Envelopes decoded in this turn of the event loop (everything one read from
@@ -125,13 +121,24 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._name: NodeName | None = None
 
+    # -- what the server and the application ask of a Broker (pubsub/broker.py) --------
     @property
-    def observe_publish(self) -> Callable[[float], None] | None:
-        return self.publisher.observe
+    def connected(self) -> bool:
+        return self.stats.connected
 
-    @observe_publish.setter
-    def observe_publish(self, hook: Callable[[float], None] | None) -> None:
-        self.publisher.observe = hook
+    def health(self) -> dict[str, Any]:
+        return self.stats.as_dict()
+
+    def counters(self) -> Iterable[Counter]:
+        return self.stats.counters()
+
+    def observe(self, publish: Timing | None, lag: Timing | None) -> None:
+        self.publisher.observe = publish
+        self.observe_lag = lag
+
+    def presence_store(self, ttl: float) -> RedisPresenceStore:
+        """Presence in Redis, shared by every node under this broker's keys."""
+        return RedisPresenceStore(self.url, self.keys, ttl=ttl, **self.connection_kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None:
@@ -250,58 +257,9 @@ class RedisBroker:
             return None
         return codec.sign(self.signing_key, env.node, env.topic, env.event, payload, ts_ms)
 
-    def _trusted(self, m: StoredMessage, topic: str) -> bool:
-        """A stream entry's signature holds (always true without a signing key)."""
-        if self.signing_key is None:
-            return True
-        want = codec.sign(
-            self.signing_key, m.node, topic, m.event, codec.unsplice(m.payload, m.offset), m.ts_ms
-        )
-        if m.mac is not None and hmac.compare_digest(want, m.mac):
-            return True
-        self.stats.rejected += 1
-        log.warning("history entry %s/%d failed its signature check: dropped", topic, m.offset)
-        return False
-
     # -- history -----------------------------------------------------------------------
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
-        now = int(time.time() * 1000)
-        try:
-            if since is not None:
-                current, window = await self._read_history(
-                    topic, since.offset, policy.max_len + 1, policy
-                )
-                recovery = recover_from(since, current, window, policy, now)
-                if recovery.recovered:
-                    return recovery
-            current, window = await self._read_history(topic, -1, policy.recent, policy)
-        except REDIS_ERRORS as exc:
-            raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
-        return recover_from(None, current, window, policy, now)
-
-    async def _read_history(
-        self, topic: str, after: int, count: int, policy: HistoryPolicy
-    ) -> tuple[Position, list[StoredMessage]]:
-        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
-        epoch, top, entries = await self._read_script(
-            keys=keys, args=[os.urandom(6).hex(), policy.max_age_ms, after, count]
-        )
-        messages = [m for m in parse_entries(entries) if self._trusted(m, topic)]
-        if after < 0:
-            messages.reverse()
-        return Position(int(top), text(epoch)), messages
-
-    async def _catch_up_read(
-        self, topic: str, epoch: str | None, after: int, count: int
-    ) -> tuple[str | None, int, list[StoredMessage]]:
-        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
-        async with asyncio.timeout(2 * self.connection.timeout):
-            found, top, entries = await self._catch_up_script(
-                keys=keys, args=[epoch or "", after, count]
-            )
-        if not found:
-            return None, 0, []
-        return text(found), int(top), parse_entries(entries)
+        return await self.reader.history(topic, since, policy)
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, topic: str) -> Position | None:
@@ -318,7 +276,7 @@ class RedisBroker:
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 await asyncio.shield(cursor.confirmed)
-            epoch, top, _ = await self._catch_up_read(topic, None, 0, 0)
+            epoch, top, _ = await self.reader.catch_up(topic, None, 0, 0)
         except BaseException as exc:
             if self.cursors.topics.get(topic) is cursor:
                 await self.unsubscribe(topic)

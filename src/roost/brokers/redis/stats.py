@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,3 +35,17 @@ class BrokerStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "connected": self.connected}
+
+    def counters(self) -> Iterator[tuple[str, str, float]]:
+        """(metric name, help, value) for ``/metrics`` (the Broker protocol's counters)."""
+        yield "roost_broadcasts_published", "Envelopes published to Redis.", self.published
+        yield "roost_broadcasts_received", "Envelopes from other nodes.", self.received
+        yield "roost_publish_errors", "Envelopes Redis did not take.", self.publish_errors
+        yield "roost_redis_reconnects", "Subscriber reconnects.", self.reconnects
+        yield "roost_probe_restarts", "Subscriptions restarted by the probe.", self.probe_restarts
+        yield "roost_sequence_gaps", "Jumps in an origin's sequence numbers.", self.gaps
+        yield "roost_missed_messages", "Messages the sequence gaps skipped.", self.missed
+        yield "roost_offset_gaps", "Holes in a topic's history offsets.", self.offset_gaps
+        yield "roost_gaps_filled", "Messages filled in from the history stream.", self.filled
+        yield "roost_invalid_envelopes", "Messages that were not envelopes.", self.invalid
+        yield "roost_rejected_envelopes", "Envelopes failing the signature.", self.rejected

@@ -1,4 +1,4 @@
-"""``roost bench all``: every scenario in one run, then issue 8's targets as ratios.
+"""``roost-bench all``: every scenario in one run, then issue 8's targets as ratios.
 
 Each scenario runs as its own command would (same code, same tables, ``NAME.json`` and
 ``NAME.png`` under the output folder); ``--quick`` shrinks every one of them so that

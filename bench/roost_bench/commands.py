@@ -1,4 +1,4 @@
-"""``roost bench``: the benchmark commands (each scenario's code is in its own module)."""
+"""``roost-bench``: the benchmark commands (each scenario's code is in its own module)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..cli_support import use_uvloop
+from roost.cli_support import use_uvloop
 
 
 @click.group()
@@ -348,7 +348,7 @@ def bench_all(quick: bool, do_setup: bool, timeout: float, out: str) -> None:
 @bench.command("setup")
 @click.option("--peers-dir", default=None, help="[default: bench/peers of the checkout]")
 def bench_setup(peers_dir: str | None) -> None:
-    """Install the peers for `roost bench peers` (network): bench/peers/.venv and npm ci.
+    """Install the peers for `roost-bench peers` (network): bench/peers/.venv and npm ci.
 
     Does nothing for what is installed and current already.
     """

@@ -6,7 +6,7 @@ loop with it. It joins a topic, then takes commands on stdin, one per line:
 moved for a while, then prints JSON: bytes received, latencies in µs, earliest
 stamp), ``quit``. Stamps come out of the received bytes through one C regex per read.
 
-Run: ``python -m roost.bench.probe HOST PORT TOPIC`` (prints ``ready`` once joined).
+Run: ``python -m roost_bench.probe HOST PORT TOPIC`` (prints ``ready`` once joined).
 """
 
 from __future__ import annotations

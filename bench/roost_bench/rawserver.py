@@ -3,7 +3,7 @@
 It does the WebSocket upgrade, answers any client frame containing ``phx_join`` with
 a fixed reply frame, and on ``GET /fire?count=N`` writes the benchmark's broadcast
 frame N times to every connected transport in a plain loop — what roost's fastlane
-would be with zero overhead. Run: ``python -m roost.bench.rawserver PORT FRAMEHEX``.
+would be with zero overhead. Run: ``python -m roost_bench.rawserver PORT FRAMEHEX``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
 
-from ..protocol.wsframe import header
+from roost.protocol.wsframe import header
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 REPLY = b'["1","1","bench:fanout","phx_reply",{"status":"ok","response":{}}]'

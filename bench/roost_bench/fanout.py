@@ -14,9 +14,10 @@ from typing import Any
 
 import aiohttp
 
-from ..protocol import V2, Encoded, ws_bytes
+from roost.protocol import V2, Encoded, ws_bytes
+
 from .loadclient import close_all, join_frame, open_clients, wait_bytes
-from .procs import free_port, roost_node, spawn, stop, wait_port
+from .procs import free_port, roost_node, spawn, terminate, wait_port
 
 TOPIC = "bench:fanout"
 PAYLOAD = {"user": "al", "body": "hello world, from roost", "id": "018c2a"}
@@ -82,7 +83,7 @@ async def _measure(
 
 
 async def run_roost(clients_n: int, messages: int, rounds: int) -> FanoutResult:
-    from ..client import Client
+    from roost.client import Client
 
     port = free_port()
     proc = roost_node(port, "bench")
@@ -101,12 +102,12 @@ async def run_roost(clients_n: int, messages: int, rounds: int) -> FanoutResult:
 
             return await _measure(port, clients_n, messages, rounds, fire, "roost")
     finally:
-        stop(proc)
+        terminate(proc)
 
 
 async def run_raw(clients_n: int, messages: int, rounds: int) -> FanoutResult:
     port = free_port()
-    proc = spawn(["-m", "roost.bench.rawserver", str(port), broadcast_frame().hex()])
+    proc = spawn(["-m", "roost_bench.rawserver", str(port), broadcast_frame().hex()])
     try:
         wait_port(port)
         async with aiohttp.ClientSession() as session:
@@ -117,7 +118,7 @@ async def run_raw(clients_n: int, messages: int, rounds: int) -> FanoutResult:
 
             return await _measure(port, clients_n, messages, rounds, fire, "raw limit")
     finally:
-        stop(proc)
+        terminate(proc)
 
 
 async def run(clients: list[int], messages: int, rounds: int) -> list[FanoutResult]:

@@ -15,7 +15,7 @@ machine while measured, each with a private redis-server where it uses one:
 - **broadcaster** (Redis) + Starlette on uvicorn, one subscription per socket.
 
 The peers' servers live in ``bench/peers/`` at the repository root and are installed by
-``roost bench peers --setup`` into ``bench/peers/.venv`` (Python, exact pins) and
+``roost-bench peers --setup`` into ``bench/peers/.venv`` (Python, exact pins) and
 ``bench/peers/node/node_modules`` (``npm ci``), never into roost's environment. A peer
 that is not installed or does not start is reported as skipped, with the reason.
 
@@ -30,7 +30,7 @@ seconds (between ``min_messages`` and ``messages``): the slowest peers would oth
 take minutes per round.
 
 ``cross_node`` (scenario 2's shape): every system that goes through Redis runs as two
-instances on the same private Redis (roost: two ``roost serve --bench --redis`` nodes,
+instances on the same private Redis (roost: two ``python -m roost_bench.node --redis`` nodes,
 topic mode; a peer: two server processes on different ports); the subscribers join
 instance 2, the trigger fires on instance 1, and deliveries are counted on instance 2.
 The raw limit and roost's memory broker have no second node and are left out.
@@ -57,11 +57,11 @@ from typing import Any
 
 import aiohttp
 
-from ..protocol import V2, Encoded, ws_bytes
+from roost.protocol import V2, Encoded, ws_bytes
+
 from .channel import STAMP_RE
 from .harness import (
     CpuMeter,
-    Group,
     Tally,
     TallyClient,
     close_clients,
@@ -74,7 +74,7 @@ from .harness import (
     wait_delivered,
 )
 from .loadclient import CountingClient, client_frame, join_frame
-from .procs import free_port, wait_http
+from .procs import Group, free_port, wait_http, wait_port
 
 TOPIC = "bench:fanout"
 EVENT = "new:msg"
@@ -148,8 +148,13 @@ def label_for(system: System, cfg: Config) -> str:
 
 
 def default_peers_dir() -> Path:
-    here = Path(__file__).resolve().parents[3] / "bench" / "peers"
-    return here if here.is_dir() else Path.cwd() / "bench" / "peers"
+    """``peers/`` beside this package (bench/peers of the checkout, where ``pip install -e
+    ./bench`` leaves it); else ./bench/peers or ./peers of the working directory."""
+    beside = Path(__file__).resolve().parent.parent / "peers"
+    for cand in (beside, Path.cwd() / "bench" / "peers", Path.cwd() / "peers"):
+        if (cand / "requirements.txt").is_file():
+            return cand
+    return beside
 
 
 # -- set-up --------------------------------------------------------------------------------
@@ -167,11 +172,11 @@ def python_ready(peers: Path) -> str | None:
     """None when the Python peers' venv is installed and current, else why not."""
     py = peers / ".venv" / "bin" / "python"
     if not py.exists():
-        return "bench/peers/.venv missing: run `roost bench peers --setup`"
+        return "bench/peers/.venv missing: run `roost-bench peers --setup`"
     stamp = peers / ".venv" / ".roost-peers-stamp"
     want = _stamp(peers / "requirements.txt")
     if not stamp.exists() or stamp.read_text().strip() != want:
-        return "bench/peers/.venv out of date: run `roost bench peers --setup`"
+        return "bench/peers/.venv out of date: run `roost-bench peers --setup`"
     return None
 
 
@@ -180,11 +185,11 @@ def node_ready(peers: Path) -> str | None:
         return "node is not on PATH"
     mods = peers / "node" / "node_modules"
     if not mods.is_dir():
-        return "bench/peers/node/node_modules missing: run `roost bench peers --setup`"
+        return "bench/peers/node/node_modules missing: run `roost-bench peers --setup`"
     want = _stamp(peers / "node" / "package.json", peers / "node" / "package-lock.json")
     stamp = mods / ".roost-stamp"
     if not stamp.exists() or stamp.read_text().strip() != want:
-        return "bench/peers/node/node_modules out of date: run `roost bench peers --setup`"
+        return "bench/peers/node/node_modules out of date: run `roost-bench peers --setup`"
     return None
 
 
@@ -392,7 +397,7 @@ async def start_system(
     if system.key in ("roost", "roost-redis"):
         extra = ["--redis", str(redis_url), "--pubsub-mode", "topic"] if system.redis else []
         start_roost(group, port, name, log, *extra)
-        from ..client import Client
+        from roost.client import Client
 
         client = Client(f"ws://127.0.0.1:{port}/socket")
         await client.connect()
@@ -420,7 +425,7 @@ async def start_system(
     assert redis_url is not None or system.key == "raw"
     args: list[str]
     if system.key == "raw":
-        args = [sys.executable, "-m", "roost.bench.rawserver", str(port), roost_frame().hex()]
+        args = [sys.executable, "-m", "roost_bench.rawserver", str(port), roost_frame().hex()]
     elif system.key == "python-socketio":
         args = [py, str(peers / "socketio_server.py"), str(port), str(redis_url)]
     elif system.key == "node-socketio":
@@ -435,7 +440,7 @@ async def start_system(
     proc = group.popen(name, args, log, cwd=peers if system.needs else None)
     try:
         if system.key == "raw":
-            await asyncio.to_thread(_wait_port, port)
+            await asyncio.to_thread(wait_port, port, 30)
         else:
             await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/healthz", 60)
     except TimeoutError:
@@ -467,12 +472,6 @@ async def start_pair(
     pids = {"server": n2.pids["server"], "server n1": n1.pids["server"]}
     pair = Running(n2.port, pids, n1.fire, close, n1.paced)
     return pair, [f"{system.key}-n1", f"{system.key}-n2"]
-
-
-def _wait_port(port: int) -> None:
-    from .procs import wait_port
-
-    wait_port(port, 30)
 
 
 def _tail(log: Path) -> str:

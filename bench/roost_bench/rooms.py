@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..protocol import V2, Encoded, ws_bytes
+from roost.protocol import V2, Encoded, ws_bytes
+
 from .harness import (
     CpuMeter,
-    Group,
     Tally,
     close_clients,
     machine,
@@ -51,7 +51,7 @@ from .harness import (
     wait_delivered,
 )
 from .loadclient import CountingClient, join_frame
-from .procs import free_port
+from .procs import Group, free_port
 
 EVENT = "new:msg"
 PAYLOAD = {"user": "al", "body": "hello world, from roost", "id": "018c2a"}
@@ -210,7 +210,7 @@ class Publisher:
 async def run_mode(
     cfg: Config, mode: str, redis_url: str, group: Group, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    from ..client import Client
+    from roost.client import Client
 
     rooms = layout(cfg)
     prefix = f"roostrooms{os.getpid()}{mode}"

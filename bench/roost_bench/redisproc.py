@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from .procs import free_port
+from .procs import free_port, terminate
 
 
 class RedisServer:
@@ -51,10 +51,5 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, 5)

@@ -1,4 +1,4 @@
-"""``bench:*`` (``roost serve --bench``): the server side of the benchmarks.
+"""``bench:*``: the server side of the benchmarks (served by :mod:`roost_bench.node`).
 
 Subscribers join ``bench:<room>`` (nothing is broadcast on join). A push ``fire``
 broadcasts through the node's PubSub (the same path the chat takes) in one of two modes:
@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from ..channels import Channel, Reply
-from ..protocol import Encoded
+from roost.channels import Channel, Reply
+from roost.protocol import Encoded
 
 STAMP_BODY = "hello world, from roost"
 # 16 digits: µs since the epoch until the year 2286, so every stamped frame of a run

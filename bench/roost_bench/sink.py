@@ -1,6 +1,6 @@
 """The batched sink: many counting subscribers in one process that reads in batches.
 
-Every counting client of the asyncio kind (:mod:`roost.bench.loadclient`) wakes its
+Every counting client of the asyncio kind (:mod:`roost_bench.loadclient`) wakes its
 loop once per frame it gets: at 500,000 deliveries/s that is most of a core of the
 bench's own, on a machine whose other core runs the node under test. A real subscriber
 lives on another machine; here the subscribers only have to take the bytes off the
@@ -8,7 +8,7 @@ server and count them. So the sink sleeps ``--interval`` seconds, then empties e
 socket with non-blocking ``recv_into`` calls — one system call per socket per tick,
 whatever the message rate — and adds up the bytes. The server sees clients that keep
 up (each tick empties every receive buffer, far below its size at these rates), and
-latency is not measured here: the probe (:mod:`roost.bench.probe`) does that, reading
+latency is not measured here: the probe (:mod:`roost_bench.probe`) does that, reading
 as soon as a frame arrives.
 
 Commands on stdin, one per line, each answered with one line on stdout:
@@ -16,7 +16,7 @@ Commands on stdin, one per line, each answered with one line on stdout:
 client has ``TARGET`` bytes, nothing moved for 3 s, or ``CAP`` s passed, then JSON:
 bytes per client and the wall time the total last moved), ``quit``.
 
-Run: ``python -m roost.bench.sink HOST PORT TOPIC COUNT [--interval S]``; it prints
+Run: ``python -m roost_bench.sink HOST PORT TOPIC COUNT [--interval S]``; it prints
 ``ready`` once every client is upgraded and joined.
 """
 
@@ -102,7 +102,7 @@ class Sink:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m roost.bench.sink")
+    ap = argparse.ArgumentParser(prog="python -m roost_bench.sink")
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("topic")

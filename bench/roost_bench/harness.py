@@ -1,7 +1,8 @@
 """Shared plumbing of the ``rooms``, ``connections`` and ``peers`` scenarios.
 
-- :class:`Group`: every process a run starts, stopped in reverse order whatever
-  happens (errors, Ctrl-C, SIGTERM);
+- :func:`start_roost`: a bench node (:mod:`.node`) in a :class:`.procs.Group`, the
+  processes a run starts, stopped in reverse order whatever happens;
+- :func:`sigterm_as_interrupt`: SIGTERM as Ctrl-C, so ``finally`` blocks stop them;
 - /proc readings: CPU seconds (utime + stime), VmRSS, a :class:`CpuMeter`;
 - :func:`tcp_bytes_received`: bytes a process received on its TCP connections to a
   port, from the kernel's counters (``ss -tie``), so no server has to count them;
@@ -23,93 +24,15 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .loadclient import CountingClient
-from .procs import wait_http
+from .procs import Group, node_args, wait_http
 
 # -- processes -----------------------------------------------------------------------------
-
-
-class Group:
-    """Processes started by a run; ``stop_all`` ends them in reverse order."""
-
-    def __init__(self) -> None:
-        self.stoppers: list[tuple[str, Callable[[], None]]] = []
-        self.pids: dict[str, int] = {}
-
-    def add(self, name: str, pid: int, stopper: Callable[[], None]) -> None:
-        self.pids[name] = pid
-        self.stoppers.append((name, stopper))
-
-    def popen(
-        self,
-        name: str,
-        args: Sequence[str],
-        log: Path | None = None,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        out: IO[bytes] | int = subprocess.DEVNULL
-        if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            out = open(log, "wb")  # noqa: SIM115 (closed by the stopper)
-        proc = subprocess.Popen(
-            list(args),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,  # Ctrl-C in the terminal reaches the bench only
-            preexec_fn=_die_with_parent,
-        )
-
-        def stopper() -> None:
-            terminate(proc)
-            if not isinstance(out, int):
-                out.close()
-
-        self.add(name, proc.pid, stopper)
-        return proc
-
-    def stop(self, name: str) -> None:
-        """Stop one process (and forget it) before the run ends."""
-        self.pids.pop(name, None)
-        for i, (n, fn) in enumerate(self.stoppers):
-            if n == name:
-                del self.stoppers[i]
-                with contextlib.suppress(Exception):
-                    fn()
-                return
-
-    def stop_all(self) -> None:
-        while self.stoppers:
-            with contextlib.suppress(Exception):
-                self.stoppers.pop()[1]()
-        self.pids.clear()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the bench dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -126,19 +49,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def roost_args(port: int, node: str, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "roost", "serve", "--bench", "--host", "127.0.0.1",
-        "--port", str(port), "--node", node, "--log-level", "warning",
-        "--msg-rate", "0", "--join-rate", "0", "--max-connections", "100000",
-        "--idle-timeout", "3600", *extra,
-    ]  # fmt: skip
-
-
 def start_roost(
     group: Group, port: int, node: str, log: Path | None, *extra: str
 ) -> subprocess.Popen[bytes]:
-    proc = group.popen(node, roost_args(port, node, *extra), log)
+    unlimited = ("--msg-rate", "0", "--join-rate", "0", "--max-connections", "100000")
+    proc = group.popen(node, node_args(port, node, *unlimited, *extra), log)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 30)
     except TimeoutError:

@@ -36,7 +36,6 @@ import orjson
 
 from .harness import (
     CpuMeter,
-    Group,
     Tally,
     TallyClient,
     close_clients,
@@ -50,7 +49,7 @@ from .harness import (
     wait_delivered,
 )
 from .loadclient import CountingClient, client_frame, join_frame
-from .procs import free_port
+from .procs import Group, free_port
 
 WS_PATH = "/socket/websocket?vsn=2.0.0"
 FD_MARGIN = 300  # fds this process and the node need besides the client sockets

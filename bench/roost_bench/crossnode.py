@@ -23,21 +23,21 @@ import math
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import orjson
 
-from ..protocol import V2, ws_bytes
+from roost.protocol import V2, ws_bytes
+
 from .channel import STAMP_RE, now_us, stamped
 from .harness import cpu_seconds
 from .loadclient import CountingClient, close_all, join_frame, open_clients, wait_bytes
-from .procs import free_port, wait_http
+from .procs import Group, free_port, node_args, wait_http
 
 TOPIC = "bench:crossnode"
 EVENT = "new:msg"
@@ -65,51 +65,18 @@ class Config:
 
 
 # -- processes -----------------------------------------------------------------------------
-class Procs:
-    """Everything a run started, stopped in reverse order whatever happens."""
-
-    def __init__(self) -> None:
-        self.stoppers: list[Callable[[], None]] = []
-        self.pids: dict[str, int] = {}
-
-    def add(self, name: str, pid: int, stopper: Callable[[], None]) -> None:
-        self.pids[name] = pid
-        self.stoppers.append(stopper)
-
-    def stop_all(self) -> None:
-        while self.stoppers:
-            with contextlib.suppress(Exception):
-                self.stoppers.pop()()
-
-
-def _terminate(proc: subprocess.Popen[bytes], log: IO[bytes] | None = None) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if log is not None:
-        log.close()
-
-
-def start_node(procs: Procs, node: str, redis_url: str, prefix: str, cfg: Config) -> int:
+def start_node(procs: Group, node: str, redis_url: str, prefix: str, cfg: Config) -> int:
     port = free_port()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    log = open(cfg.out / f"crossnode-{node}.log", "wb")  # noqa: SIM115 (closed by the stopper)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "roost", "serve", "--bench", "--host", "127.0.0.1",
-         "--port", str(port), "--node", node, "--log-level", "warning",
-         "--redis", redis_url, "--pubsub-mode", cfg.mode, "--redis-prefix", prefix,
-         "--idle-timeout", "3600"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    log = cfg.out / f"crossnode-{node}.log"
+    proc = procs.popen(
+        node,
+        node_args(port, node, "--redis", redis_url, "--pubsub-mode", cfg.mode,
+                  "--redis-prefix", prefix),
+        log,
     )  # fmt: skip
-    procs.add(node, proc.pid, lambda: _terminate(proc, log))
     wait_http(f"http://127.0.0.1:{port}/healthz")
     if proc.poll() is not None:
-        raise RuntimeError(f"node {node} exited; see {cfg.out}/crossnode-{node}.log")
+        raise RuntimeError(f"node {node} exited; see {log}")
     return port
 
 
@@ -135,7 +102,7 @@ class Child:
         self.proc = proc
 
     @classmethod
-    async def start(cls, procs: Procs, name: str, module: str, *args: str) -> Child:
+    async def start(cls, procs: Group, name: str, module: str, *args: str) -> Child:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, *args,
             stdin=asyncio.subprocess.PIPE,
@@ -172,9 +139,9 @@ class Child:
             await self.proc.wait()
 
 
-async def start_probe(procs: Procs, port: int) -> Child:
-    """The latency probe process (``roost.bench.probe``), joined to the bench topic."""
-    return await Child.start(procs, "probe", "roost.bench.probe", "127.0.0.1", str(port), TOPIC)
+async def start_probe(procs: Group, port: int) -> Child:
+    """The latency probe process (``roost_bench.probe``), joined to the bench topic."""
+    return await Child.start(procs, "probe", "roost_bench.probe", "127.0.0.1", str(port), TOPIC)
 
 
 def _kill(pid: int) -> None:
@@ -299,16 +266,16 @@ class LocalSubscribers(Subscribers):
 
 
 class SinkSubscribers(Subscribers):
-    """The batched sink (``roost.bench.sink``) in its own process."""
+    """The batched sink (``roost_bench.sink``) in its own process."""
 
     def __init__(self, child: Child) -> None:
         self.child = child
         self.pid = child.proc.pid
 
     @classmethod
-    async def start(cls, procs: Procs, port: int, count: int, interval: float) -> SinkSubscribers:
+    async def start(cls, procs: Group, port: int, count: int, interval: float) -> SinkSubscribers:
         child = await Child.start(
-            procs, "clients", "roost.bench.sink", "127.0.0.1", str(port), TOPIC, str(count),
+            procs, "clients", "roost_bench.sink", "127.0.0.1", str(port), TOPIC, str(count),
             "--interval", str(interval),
         )  # fmt: skip
         return cls(child)
@@ -412,7 +379,7 @@ async def redis_phase(
         reader = asyncio.get_running_loop().create_task(read())
         args = ["--count", str(count)] if not rate else ["--rate", str(rate)]
         pub = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "roost.bench.redispub", url, channel,
+            sys.executable, "-m", "roost_bench.redispub", url, channel,
             *args, "--duration", str(duration),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
@@ -510,8 +477,8 @@ def pair(ours: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str], None]) -> Result:
-    from ..client import Client
+async def measure(cfg: Config, redis_url: str, procs: Group, say: Callable[[str], None]) -> Result:
+    from roost.client import Client
 
     prefix = f"roostbench{os.getpid()}"
     baseline_channel = f"{prefix}:baseline"
@@ -602,7 +569,7 @@ async def measure(cfg: Config, redis_url: str, procs: Procs, say: Callable[[str]
 
 def run(cfg: Config, timeout: float, say: Callable[[str], None] = print) -> Result:
     """Start Redis (unless given) and two nodes, measure, stop everything, whatever happens."""
-    procs = Procs()
+    procs = Group()
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:

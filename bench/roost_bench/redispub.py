@@ -1,6 +1,6 @@
 """The baseline's publisher: bare redis-py (asyncio, hiredis), timestamped messages.
 
-``python -m roost.bench.redispub URL CHANNEL --rate R --duration D`` publishes R
+``python -m roost_bench.redispub URL CHANNEL --rate R --duration D`` publishes R
 messages/s for D seconds, paced exactly as the bench channel paces a node (the
 messages due at each tick go in one pipelined round trip); ``--count M`` publishes M
 as fast as it can, pipelined in batches. Each message is the same stamped payload a

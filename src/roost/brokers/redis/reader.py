@@ -1,0 +1,99 @@
+"""Reading a topic's history from Redis: a joiner's recovery, a cursor's catch-up.
+
+Both are one Lua script each (``history.READ``, ``history.CATCH_UP``), so a position
+and the entries after it are read together; entries whose signature fails (with a
+signing key) are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+
+from ...pubsub.history import (
+    HistoryPolicy,
+    HistoryUnavailable,
+    Position,
+    Recovery,
+    StoredMessage,
+    recover_from,
+)
+from . import codec
+from .connection import REDIS_ERRORS, RedisConnection, text
+from .history import CATCH_UP, READ, parse_entries
+from .keys import Keys
+from .stats import BrokerStats
+
+log = logging.getLogger("roost.redis")
+
+
+class HistoryReader:
+    def __init__(
+        self,
+        connection: RedisConnection,
+        keys: Keys,
+        stats: BrokerStats,
+        signing_key: bytes | None = None,
+    ) -> None:
+        self.connection = connection
+        self.keys = keys
+        self.stats = stats
+        self.signing_key = signing_key
+        self._read_script = connection.redis.register_script(READ)
+        self._catch_up_script = connection.redis.register_script(CATCH_UP)
+
+    def trusted(self, m: StoredMessage, topic: str) -> bool:
+        """A stream entry's signature holds (always true without a signing key)."""
+        if self.signing_key is None:
+            return True
+        want = codec.sign(
+            self.signing_key, m.node, topic, m.event, codec.unsplice(m.payload, m.offset), m.ts_ms
+        )
+        if m.mac is not None and hmac.compare_digest(want, m.mac):
+            return True
+        self.stats.rejected += 1
+        log.warning("history entry %s/%d failed its signature check: dropped", topic, m.offset)
+        return False
+
+    async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
+        """Everything after ``since`` or the latest messages (see ``recover_from``)."""
+        now = int(time.time() * 1000)
+        try:
+            if since is not None:
+                current, window = await self._read(topic, since.offset, policy.max_len + 1, policy)
+                recovery = recover_from(since, current, window, policy, now)
+                if recovery.recovered:
+                    return recovery
+            current, window = await self._read(topic, -1, policy.recent, policy)
+        except REDIS_ERRORS as exc:
+            raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
+        return recover_from(None, current, window, policy, now)
+
+    async def _read(
+        self, topic: str, after: int, count: int, policy: HistoryPolicy
+    ) -> tuple[Position, list[StoredMessage]]:
+        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        epoch, top, entries = await self._read_script(
+            keys=keys, args=[os.urandom(6).hex(), policy.max_age_ms, after, count]
+        )
+        messages = [m for m in parse_entries(entries) if self.trusted(m, topic)]
+        if after < 0:
+            messages.reverse()
+        return Position(int(top), text(epoch)), messages
+
+    async def catch_up(
+        self, topic: str, epoch: str | None, after: int, count: int
+    ) -> tuple[str | None, int, list[StoredMessage]]:
+        """The topic's epoch (None: no history) and top, and up to ``count`` entries
+        after ``after`` — from the start when the epoch is not ``epoch``."""
+        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        async with asyncio.timeout(2 * self.connection.timeout):
+            found, top, entries = await self._catch_up_script(
+                keys=keys, args=[epoch or "", after, count]
+            )
+        if not found:
+            return None, 0, []
+        return text(found), int(top), parse_entries(entries)

@@ -1,0 +1,63 @@
+"""What a Socket needs of its endpoint: the limits it enforces, the counters it bumps,
+and (as the ``SocketEndpoint`` Protocol) the router, pubsub and presence it uses.
+
+``Endpoint`` (endpoint.py, the top of the package) satisfies ``SocketEndpoint``; the
+socket never imports it, so the arrows run one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .contracts import ChannelEndpoint
+from .router import Router
+
+
+@dataclass
+class Limits:
+    """Per-socket and per-node limits; every one is answered clearly (README: Security)."""
+
+    max_channels: int = 100  # joins beyond: error "too many channels joined"
+    max_frame: int = 64 * 1024  # bigger frames: close 1009
+    idle_timeout: float = 60.0  # nothing received for this long: close 1001
+    max_buffer: int = 1024 * 1024  # unsent bytes to a slow client: past it, close 1013
+    msg_rate: float = 50.0  # pushes per second (0: unlimited); excess: "rate limited"
+    msg_burst: float = 100.0
+    join_rate: float = 10.0  # joins per second; excess: "rate limited"
+    join_burst: float = 100.0
+    abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
+    max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
+
+
+@dataclass
+class EndpointStats:
+    """Counters the sockets bump (plain ints: read by /metrics at scrape time)."""
+
+    joins: int = 0
+    leaves: int = 0
+    heartbeats: int = 0
+    pushes: int = 0
+    replies_out: int = 0
+    pushes_out: int = 0
+    rate_limited: int = 0
+    slow_consumers: int = 0
+    connections_total: int = 0
+    refused: int = 0
+
+
+class SocketEndpoint(ChannelEndpoint, Protocol):
+    """The endpoint as a Socket sees it: a ChannelEndpoint plus limits, counters, router."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def stats(self) -> EndpointStats: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
