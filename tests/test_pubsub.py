@@ -88,6 +88,7 @@ def test_deliver_splits_by_topic_and_keeps_a_broadcast_from_apart() -> None:
     both, only_t = Sub(S2), Sub(S2)
     pubsub._topics = {"t": {both: None, only_t: None}, "u": {both: None}}
     own_from = Envelope("me", 9, "t", "a", Encoded.of({"n": 5}), exclude=str(id(only_t)))
+    pubsub._senders[str(id(only_t))] = only_t  # as its broadcast_from registered it
     envs = [env("t", "a", 1), env("t", "a", 2), env("u", "a", 3), env("t", "a", 4), own_from]
 
     pubsub._deliver(envs)

@@ -210,3 +210,16 @@ def test_frames_are_what_the_serializer_packs() -> None:
     assert isinstance(frame, Frame) and orjson.loads(KIND.pack(frame)) == [
         None, None, "room:a", "e", {"a": 1}
     ]  # fmt: skip
+
+
+async def test_broadcast_from_skips_only_the_sender(rig: Any) -> None:
+    socket, wire, _ = rig
+    other = Wire()
+    peer = Socket(socket.endpoint, other, {})
+    await send(socket, "1", "1", "room:a", "phx_join", {})
+    await send(peer, "1", "1", "room:a", "phx_join", {})
+    wire.take(), other.take()
+    channel = socket.channels["room:a"]
+    await channel.broadcast_from("said", {"x": 1})
+    assert wire.frames == [] and other.take()[0][2:] == ["room:a", "said", {"x": 1}]
+    await peer.close()

@@ -53,6 +53,9 @@ class PubSub:
         self._positions: dict[str, Position] = {}  # the last stored broadcast delivered
         self._plans: dict[str, Plan] = {}  # made on a topic's first broadcast, dropped on change
         self._pending: dict[str, asyncio.Future[None]] = {}
+        # marker → subscriber, for subscribers that used broadcast_from (forgotten when
+        # they leave their last topic... or with the subscriber: see _remove).
+        self._senders: dict[str, Subscriber] = {}
         self.delivered = 0
 
     async def start(self) -> None:
@@ -173,6 +176,7 @@ class PubSub:
 
     def _remove(self, topic: str, sub: Subscriber) -> bool:
         """Forget ``sub``; True when the topic has no local subscriber left."""
+        self._senders.pop(str(id(sub)), None)
         subs = self._topics.get(topic)
         held = self._held.get(topic)
         if subs is not None and sub in subs:
@@ -217,9 +221,11 @@ class PubSub:
         offset (raises HistoryUnavailable if it cannot be stored: then nobody got it).
         """
         encoded = Encoded.of(payload)
-        env = Envelope(
-            self.node, 0, topic, event, encoded, None if exclude is None else str(id(exclude))
-        )
+        marker = None
+        if exclude is not None:  # a broadcast_from: its echo finds the sender in O(1)
+            marker = str(id(exclude))
+            self._senders[marker] = exclude
+        env = Envelope(self.node, 0, topic, event, encoded, marker)
         if store is not None:
             stored = await self.broker.publish_stored(env, store)
             if self.broker.delivers_stored:
@@ -306,7 +312,7 @@ class PubSub:
             else:
                 exclude = None
                 if last.exclude is not None and last.node == self.node:
-                    exclude = next((s for s in subs if str(id(s)) == last.exclude), None)
+                    exclude = self._senders.get(last.exclude)
                 self.delivered += self._fanout(topic, subs, last.event, last.payload, exclude)
         if held:
             self._keep(held, topic, envs)
