@@ -42,10 +42,12 @@ RANKS: dict[str, int] = {
     "cluster": 3,
     "inspector": 3,
     "publisher": 3,
+    # every option of roost serve, with defaults read from where they are used
+    "config": 4,
     # what composes them
-    "cli": 4,
-    "__init__": 4,  # the package itself: roost.publish() lazily imports the publisher
-    "__main__": 5,
+    "cli": 5,
+    "__init__": 5,  # the package itself: roost.publish() lazily imports the publisher
+    "__main__": 6,
 }
 
 #: Arrows refused even though they run down (architecture whiteboard's "never").

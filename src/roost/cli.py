@@ -8,12 +8,13 @@ import logging
 import os
 import socket as pysocket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from .channels import Limits
 from .cli_support import use_uvloop
+from .config import ServeConfig, options
 
 log = logging.getLogger("roost.cli")
 
@@ -28,258 +29,42 @@ def main() -> None:
     """roost: a Phoenix-Channels-compatible real-time server and chat."""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(only: set[str] | None = None) -> Callable[[F], F]:
+    """Click options for ``ServeConfig``'s fields (or the ``only`` ones), in order."""
+
+    def decorate(command: F) -> F:
+        for name, default, o in reversed(options()):
+            if only is not None and name not in only:
+                continue
+            kind: Any = None
+            if o.choices:
+                kind = click.Choice(o.choices)
+            elif o.minimum is not None:
+                kind = click.FloatRange(min=o.minimum)
+            elif not o.is_flag and not o.multiple and default is not None:
+                kind = type(default)
+            command = click.option(
+                o.flag,
+                name,
+                envvar=o.env,
+                default=default,
+                show_default=o.show_default,
+                type=kind,
+                multiple=o.multiple,
+                is_flag=o.is_flag,
+                help=o.help or None,
+            )(command)
+        return command
+
+    return decorate
+
+
 @main.command()
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Bind address.")
-@click.option("--port", envvar="PORT", default=4000, show_default=True, type=int)
-@click.option("--node", envvar="NODE", default=None, help="Unique node name [default: host-pid].")
-@click.option(
-    "--log-format",
-    envvar="ROOST_LOG_FORMAT",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-)
-@click.option("--log-level", envvar="ROOST_LOG_LEVEL", default="info", show_default=True)
-@click.option(
-    "--max-frame",
-    envvar="ROOST_MAX_FRAME",
-    default=64 * 1024,
-    show_default=True,
-    type=int,
-    help="Largest frame a client may send, in bytes (larger: close 1009).",
-)
-@click.option(
-    "--idle-timeout",
-    envvar="ROOST_IDLE_TIMEOUT",
-    default=60.0,
-    show_default=True,
-    type=float,
-    help="Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
-)
-@click.option(
-    "--redis",
-    "redis_url",
-    envvar="ROOST_REDIS_URL",
-    default=None,
-    help="Redis URL (redis://, rediss://, unix://; user:password@, /db) to scale out; "
-    "without it the embedded memory broker serves one node.",
-)
-@click.option(
-    "--pubsub-mode",
-    envvar="ROOST_PUBSUB_MODE",
-    type=click.Choice(["topic", "global"]),
-    default="topic",
-    show_default=True,
-    help="topic: one Redis channel per topic, a node gets only rooms it has members in; "
-    "global: one channel for everything (as phoenix_pubsub_redis).",
-)
-@click.option(
-    "--app",
-    "app_name",
-    envvar="ROOST_APP",
-    default="chat",
-    show_default=True,
-    help="Application name in Redis channel names (<prefix>:<app>).",
-)
-@click.option("--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost", show_default=True)
-@click.option(
-    "--redis-ca",
-    envvar="ROOST_REDIS_CA",
-    default=None,
-    help="CA certificate file to verify a rediss:// server.",
-)
-@click.option(
-    "--redis-cert",
-    envvar="ROOST_REDIS_CERT",
-    default=None,
-    help="Client certificate file for rediss:// (mutual TLS).",
-)
-@click.option(
-    "--redis-key",
-    envvar="ROOST_REDIS_KEY",
-    default=None,
-    help="Client private key file for rediss://.",
-)
-@click.option(
-    "--redis-signing-key",
-    envvar="ROOST_REDIS_SIGNING_KEY",
-    default="",
-    help="HMAC-sign every envelope; envelopes that fail the check are dropped.",
-)
-@click.option(
-    "--max-channels",
-    envvar="ROOST_MAX_CHANNELS",
-    default=100,
-    show_default=True,
-    help="Channels one socket may join.",
-)
-@click.option(
-    "--max-buffer",
-    envvar="ROOST_MAX_BUFFER",
-    default=1024 * 1024,
-    show_default=True,
-    help="Unsent bytes to one client before it is disconnected (1013).",
-)
-@click.option(
-    "--msg-rate",
-    envvar="ROOST_MSG_RATE",
-    default=50.0,
-    show_default=True,
-    help="Pushes per second per socket (0: unlimited).",
-)
-@click.option("--msg-burst", envvar="ROOST_MSG_BURST", default=100.0, show_default=True)
-@click.option(
-    "--join-rate",
-    envvar="ROOST_JOIN_RATE",
-    default=10.0,
-    show_default=True,
-    help="Joins per second per socket (0: unlimited).",
-)
-@click.option("--join-burst", envvar="ROOST_JOIN_BURST", default=100.0, show_default=True)
-@click.option(
-    "--max-connections",
-    envvar="ROOST_MAX_CONNECTIONS",
-    default=25_000,
-    show_default=True,
-    help="Sockets per node; beyond: HTTP 503.",
-)
-@click.option("--secret", envvar="ROOST_SECRET", default="", help="Signs and verifies tokens.")
-@click.option(
-    "--require-token",
-    is_flag=True,
-    envvar="ROOST_REQUIRE_TOKEN",
-    help="Refuse sockets without a valid token (HTTP 403).",
-)
-@click.option(
-    "--rooms",
-    envvar="ROOST_ROOMS",
-    default="",
-    help="Comma list of the only rooms that may be joined (default: any).",
-)
-@click.option(
-    "--private-rooms",
-    envvar="ROOST_PRIVATE_ROOMS",
-    default="",
-    help="Comma list of room name patterns only users whose token lists them may join.",
-)
-@click.option(
-    "--allowed-origin",
-    "allowed_origins",
-    multiple=True,
-    envvar="ROOST_ALLOWED_ORIGINS",
-    help="Extra allowed Origin (scheme://host[:port], *.example.com, or * for any); "
-    "repeatable. The request's own host is always allowed.",
-)
-@click.option(
-    "--api-key",
-    envvar="ROOST_API_KEY",
-    default="",
-    help="Enables POST /api/broadcast for callers with this bearer key.",
-)
-@click.option(
-    "--longpoll-window",
-    envvar="ROOST_LONGPOLL_WINDOW",
-    default=10.0,
-    show_default=True,
-    help="Seconds a long-poll GET waits for messages.",
-)
-@click.option(
-    "--drain-window",
-    envvar="ROOST_DRAIN_WINDOW",
-    default=5.0,
-    show_default=True,
-    help="On SIGTERM, seconds over which sockets are closed (1012).",
-)
-@click.option(
-    "--history-size",
-    envvar="ROOST_HISTORY_SIZE",
-    default=100,
-    show_default=True,
-    help="Messages kept per room for late joiners and recovery.",
-)
-@click.option(
-    "--history-ttl",
-    envvar="ROOST_HISTORY_TTL",
-    default=86400.0,
-    show_default=True,
-    help="Seconds a message stays in history.",
-)
-@click.option(
-    "--presence-batch",
-    envvar="ROOST_PRESENCE_BATCH",
-    default=0.05,
-    show_default=True,
-    help="Seconds over which a room's presence changes are merged into one diff (0: none).",
-)
-@click.option(
-    "--presence-timeout",
-    envvar="ROOST_PRESENCE_TIMEOUT",
-    default=30.0,
-    show_default=True,
-    help="Seconds after which the users of a node that died are shown as gone.",
-)
-@click.option(
-    "--probe-interval",
-    envvar="ROOST_PROBE_INTERVAL",
-    default=5.0,
-    show_default=True,
-    type=float,
-    help="Seconds between liveness probes through Redis.",
-)
-@click.option(
-    "--redis-timeout",
-    envvar="ROOST_REDIS_TIMEOUT",
-    default=3.0,
-    show_default=True,
-    type=click.FloatRange(min=0.05),
-    help="Deadline of every Redis command (connect, pool wait, reply); a stored "
-    "publish answers within twice this (keep it under phoenix.js's 10 s push timeout).",
-)
-@click.option(
-    "--echo",
-    is_flag=True,
-    envvar="ROOST_ECHO",
-    help="Also serve the diagnostic echo:* channel.",
-)
-def serve(
-    host: str,
-    port: int,
-    node: str | None,
-    log_format: str,
-    log_level: str,
-    max_frame: int,
-    idle_timeout: float,
-    redis_url: str | None,
-    pubsub_mode: str,
-    app_name: str,
-    redis_prefix: str,
-    redis_ca: str | None,
-    redis_cert: str | None,
-    redis_key: str | None,
-    redis_signing_key: str,
-    probe_interval: float,
-    redis_timeout: float,
-    secret: str,
-    require_token: bool,
-    rooms: str,
-    private_rooms: str,
-    allowed_origins: tuple[str, ...],
-    max_channels: int,
-    max_buffer: int,
-    msg_rate: float,
-    msg_burst: float,
-    join_rate: float,
-    join_burst: float,
-    max_connections: int,
-    api_key: str,
-    longpoll_window: float,
-    drain_window: float,
-    history_size: int,
-    history_ttl: float,
-    presence_timeout: float,
-    presence_batch: float,
-    echo: bool,
-) -> None:
+@config_options()
+def serve(**given: Any) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
 
     from .chat import ChatSettings, create_endpoint
@@ -288,82 +73,64 @@ def serve(
     from .server import build_app
     from .server.logs import setup_logging
 
-    node = node or default_node()
-    setup_logging(node, log_format, log_level)
-    if require_token and not secret:
-        raise click.UsageError("--require-token needs a secret (--secret or ROOST_SECRET)")
+    try:
+        cfg = ServeConfig(**given)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    node = cfg.node or default_node()
+    setup_logging(node, cfg.log_format, cfg.log_level)
     uv = use_uvloop()
-    limits = Limits(
-        max_frame=max_frame,
-        idle_timeout=idle_timeout,
-        max_channels=max_channels,
-        max_buffer=max_buffer,
-        msg_rate=msg_rate,
-        msg_burst=msg_burst,
-        join_rate=join_rate,
-        join_burst=join_burst,
-        max_connections=max_connections,
-    )
     broker: Broker
-    if not redis_url:
+    if not cfg.redis_url:
         from .brokers.memory import MemoryBroker
 
         broker = MemoryBroker()
     else:
         from .brokers.redis import Keys, RedisBroker
 
-        tls: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("ssl_ca_certs", redis_ca),
-                ("ssl_certfile", redis_cert),
-                ("ssl_keyfile", redis_key),
-            )
-            if value
-        }
         broker = RedisBroker(
-            redis_url,
-            mode=pubsub_mode,
-            keys=Keys(redis_prefix, app_name),
-            probe_interval=probe_interval,
-            timeout=redis_timeout,
-            signing_key=redis_signing_key.encode() or None,
-            **tls,
+            cfg.redis_url,
+            mode=cfg.pubsub_mode,
+            keys=Keys(cfg.redis_prefix, cfg.app_name),
+            probe_interval=cfg.probe_interval,
+            timeout=cfg.redis_timeout,
+            signing_key=cfg.redis_signing_key.encode() or None,
+            **cfg.redis_tls(),  # type: ignore[arg-type]
         )
     endpoint = create_endpoint(
         node,
         broker,
-        echo=echo,
-        limits=limits,
-        history=HistoryPolicy(max_len=history_size, max_age=history_ttl),
-        presence_timeout=presence_timeout,
-        presence_batch=presence_batch,
+        echo=cfg.echo,
+        limits=cfg.limits(),
+        history=HistoryPolicy(max_len=cfg.history_size, max_age=cfg.history_ttl),
+        presence_timeout=cfg.presence_timeout,
+        presence_batch=cfg.presence_batch,
         settings=ChatSettings(
-            secret=secret,
-            require_token=require_token,
-            rooms=frozenset(_split(rooms)) if rooms else None,
-            private=tuple(_split(private_rooms)),
+            secret=cfg.secret,
+            require_token=cfg.require_token,
+            rooms=frozenset(_split(cfg.rooms)) if cfg.rooms else None,
+            private=tuple(_split(cfg.private_rooms)),
         ),
-        origins=OriginPolicy(_expand(allowed_origins)),
+        origins=OriginPolicy(_expand(cfg.allowed_origins)),
     )
     app = build_app(
         endpoint,
-        api_key=api_key or None,
-        drain_window=drain_window,
-        longpoll_window=longpoll_window,
+        api_key=cfg.api_key or None,
+        drain_window=cfg.drain_window,
+        longpoll_window=cfg.longpoll_window,
     )
     log.info(
         "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
         node,
-        host,
-        port,
-        f"redis/{pubsub_mode}" if redis_url else "memory",
+        cfg.host,
+        cfg.port,
+        f"redis/{cfg.pubsub_mode}" if cfg.redis_url else "memory",
         uv,
     )
     from .brokers.redis import DuplicateNodeError
 
     try:
-        _run(app, host, port)
+        _run(app, cfg.host, cfg.port)
     except DuplicateNodeError as exc:
         log.error("%s", exc)
         click.echo(f"roost: {exc}", err=True)
@@ -513,9 +280,7 @@ async def _send_line(channel: Any, line: str) -> None:
     show_default=True,
     help="Cut longer payloads in the human format (0: never).",
 )
-@click.option("--redis-ca", envvar="ROOST_REDIS_CA", default=None, help="CA file for rediss://.")
-@click.option("--redis-cert", envvar="ROOST_REDIS_CERT", default=None, help="Client cert file.")
-@click.option("--redis-key", envvar="ROOST_REDIS_KEY", default=None, help="Client key file.")
+@config_options(only={"redis_ca", "redis_cert", "redis_key"})
 @click.option(
     "--redis-signing-key",
     envvar="ROOST_REDIS_SIGNING_KEY",

@@ -1,0 +1,255 @@
+"""Every option of ``roost serve``, once: name, default, environment variable, help,
+validation. The CLI builds its options from these fields (``cli.config_options``),
+``roost inspect`` takes its Redis TLS options from the same fields, and a test checks
+that the README documents each one. Defaults come from where they are used
+(``Limits``, ``HistoryPolicy``, ``build_app``, ``Presence``), never restated.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .channels import Limits
+from .channels.presence import Presence
+from .pubsub import HistoryPolicy
+from .server import build_app
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    multiple: bool = False
+    is_flag: bool = False
+    show_default: bool = True
+
+
+def opt(default: Any, flag: str, env: str, help: str = "", **kw: Any) -> Any:
+    return field(default=default, metadata={"option": Option(flag, env, help, **kw)})
+
+
+def _default(function: Any, name: str) -> Any:
+    return inspect.signature(function).parameters[name].default
+
+
+L, H = Limits, HistoryPolicy
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = opt("127.0.0.1", "--host", "HOST", "Bind address.")
+    port: int = opt(4000, "--port", "PORT", "TCP port.")
+    node: str | None = opt(
+        None, "--node", "NODE", "Unique node name [default: host-pid].", show_default=False
+    )
+    log_format: str = opt("text", "--log-format", "ROOST_LOG_FORMAT", choices=("text", "json"))
+    log_level: str = opt("info", "--log-level", "ROOST_LOG_LEVEL")
+    max_frame: int = opt(
+        L.max_frame,
+        "--max-frame",
+        "ROOST_MAX_FRAME",
+        "Largest frame a client may send, in bytes (larger: close 1009).",
+    )
+    idle_timeout: float = opt(
+        L.idle_timeout,
+        "--idle-timeout",
+        "ROOST_IDLE_TIMEOUT",
+        "Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
+    )
+    redis_url: str | None = opt(
+        None,
+        "--redis",
+        "ROOST_REDIS_URL",
+        "Redis URL (redis://, rediss://, unix://; user:password@, /db) to scale out; "
+        "without it the embedded memory broker serves one node.",
+        show_default=False,
+    )
+    pubsub_mode: str = opt(
+        "topic",
+        "--pubsub-mode",
+        "ROOST_PUBSUB_MODE",
+        "topic: one Redis channel per topic, a node gets only rooms it has members in; "
+        "global: one channel for everything (as phoenix_pubsub_redis).",
+        choices=("topic", "global"),
+    )
+    app_name: str = opt(
+        "chat", "--app", "ROOST_APP", "Application name in Redis channel names (<prefix>:<app>)."
+    )
+    redis_prefix: str = opt("roost", "--redis-prefix", "ROOST_REDIS_PREFIX")
+    redis_ca: str | None = opt(
+        None,
+        "--redis-ca",
+        "ROOST_REDIS_CA",
+        "CA certificate file to verify a rediss:// server.",
+        show_default=False,
+    )
+    redis_cert: str | None = opt(
+        None,
+        "--redis-cert",
+        "ROOST_REDIS_CERT",
+        "Client certificate file for rediss:// (mutual TLS).",
+        show_default=False,
+    )
+    redis_key: str | None = opt(
+        None,
+        "--redis-key",
+        "ROOST_REDIS_KEY",
+        "Client private key file for rediss://.",
+        show_default=False,
+    )
+    redis_signing_key: str = opt(
+        "",
+        "--redis-signing-key",
+        "ROOST_REDIS_SIGNING_KEY",
+        "HMAC-sign every envelope; envelopes that fail the check are dropped.",
+        show_default=False,
+    )
+    redis_timeout: float = opt(
+        3.0,
+        "--redis-timeout",
+        "ROOST_REDIS_TIMEOUT",
+        "Deadline of every Redis command (connect, pool wait, reply); a stored publish "
+        "answers within twice this (keep it under phoenix.js's 10 s push timeout).",
+        minimum=0.05,
+    )
+    probe_interval: float = opt(
+        5.0,
+        "--probe-interval",
+        "ROOST_PROBE_INTERVAL",
+        "Seconds between liveness probes through Redis.",
+    )
+    secret: str = opt(
+        "", "--secret", "ROOST_SECRET", "Signs and verifies tokens.", show_default=False
+    )
+    require_token: bool = opt(
+        False,
+        "--require-token",
+        "ROOST_REQUIRE_TOKEN",
+        "Refuse sockets without a valid token (HTTP 403).",
+        is_flag=True,
+    )
+    rooms: str = opt(
+        "",
+        "--rooms",
+        "ROOST_ROOMS",
+        "Comma list of the only rooms that may be joined (default: any).",
+        show_default=False,
+    )
+    private_rooms: str = opt(
+        "",
+        "--private-rooms",
+        "ROOST_PRIVATE_ROOMS",
+        "Comma list of room name patterns only users whose token lists them may join.",
+        show_default=False,
+    )
+    allowed_origins: tuple[str, ...] = opt(
+        (),
+        "--allowed-origin",
+        "ROOST_ALLOWED_ORIGINS",
+        "Extra allowed Origin (scheme://host[:port], *.example.com, or * for any); "
+        "repeatable. The request's own host is always allowed.",
+        multiple=True,
+        show_default=False,
+    )
+    max_channels: int = opt(
+        L.max_channels, "--max-channels", "ROOST_MAX_CHANNELS", "Channels one socket may join."
+    )
+    max_buffer: int = opt(
+        L.max_buffer,
+        "--max-buffer",
+        "ROOST_MAX_BUFFER",
+        "Unsent bytes to one client before it is disconnected (1013).",
+    )
+    msg_rate: float = opt(
+        L.msg_rate, "--msg-rate", "ROOST_MSG_RATE", "Pushes per second per socket (0: unlimited)."
+    )
+    msg_burst: float = opt(L.msg_burst, "--msg-burst", "ROOST_MSG_BURST", "Pushes saved up.")
+    join_rate: float = opt(
+        L.join_rate, "--join-rate", "ROOST_JOIN_RATE", "Joins per second per socket (0: unlimited)."
+    )
+    join_burst: float = opt(L.join_burst, "--join-burst", "ROOST_JOIN_BURST", "Joins saved up.")
+    max_connections: int = opt(
+        L.max_connections,
+        "--max-connections",
+        "ROOST_MAX_CONNECTIONS",
+        "Sockets per node; beyond: HTTP 503.",
+    )
+    api_key: str = opt(
+        "",
+        "--api-key",
+        "ROOST_API_KEY",
+        "Enables POST /api/broadcast for callers with this bearer key.",
+        show_default=False,
+    )
+    longpoll_window: float = opt(
+        _default(build_app, "longpoll_window"),
+        "--longpoll-window",
+        "ROOST_LONGPOLL_WINDOW",
+        "Seconds a long-poll GET waits for messages.",
+    )
+    drain_window: float = opt(
+        _default(build_app, "drain_window"),
+        "--drain-window",
+        "ROOST_DRAIN_WINDOW",
+        "On SIGTERM, seconds over which sockets are closed (1012).",
+    )
+    history_size: int = opt(
+        H.max_len,
+        "--history-size",
+        "ROOST_HISTORY_SIZE",
+        "Messages kept per room for late joiners and recovery.",
+    )
+    history_ttl: float = opt(
+        H.max_age, "--history-ttl", "ROOST_HISTORY_TTL", "Seconds a message stays in history."
+    )
+    presence_batch: float = opt(
+        _default(Presence.__init__, "batch"),
+        "--presence-batch",
+        "ROOST_PRESENCE_BATCH",
+        "Seconds over which a room's presence changes are merged into one diff (0: none).",
+    )
+    presence_timeout: float = opt(
+        30.0,
+        "--presence-timeout",
+        "ROOST_PRESENCE_TIMEOUT",
+        "Seconds after which the users of a node that died are shown as gone.",
+    )
+    echo: bool = opt(
+        False, "--echo", "ROOST_ECHO", "Also serve the diagnostic echo:* channel.", is_flag=True
+    )
+
+    def __post_init__(self) -> None:
+        if self.require_token and not self.secret:
+            raise ValueError("--require-token needs a secret (--secret or ROOST_SECRET)")
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_frame=self.max_frame,
+            idle_timeout=self.idle_timeout,
+            max_channels=self.max_channels,
+            max_buffer=self.max_buffer,
+            msg_rate=self.msg_rate,
+            msg_burst=self.msg_burst,
+            join_rate=self.join_rate,
+            join_burst=self.join_burst,
+            max_connections=self.max_connections,
+        )
+
+    def redis_tls(self) -> dict[str, str]:
+        """redis-py's TLS keyword arguments for the files given."""
+        pairs = (
+            ("ssl_ca_certs", self.redis_ca),
+            ("ssl_certfile", self.redis_cert),
+            ("ssl_keyfile", self.redis_key),
+        )
+        return {name: value for name, value in pairs if value}
+
+
+def options() -> list[tuple[str, Any, Option]]:
+    """(field name, default, Option) for every option, in declaration order."""
+    return [(f.name, f.default, f.metadata["option"]) for f in fields(ServeConfig)]
