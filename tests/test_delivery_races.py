@@ -183,8 +183,8 @@ async def test_sequence_and_gap_state_stay_bounded(redis_server: RedisProcess) -
 
 
 async def test_a_channel_that_ends_while_tracking_leaves_no_presence() -> None:
+    from roost.brokers.memory import MemoryPresenceStore
     from roost.channels.presence import Presence
-    from roost.pubsub.presence import MemoryPresenceStore
 
     class Slow(MemoryPresenceStore):
         def __init__(self) -> None:

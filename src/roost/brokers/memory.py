@@ -25,6 +25,7 @@ from ..pubsub.history import (
     recover_from,
     with_offset,
 )
+from ..pubsub.presence import Changed, Entry, PresenceStore, Resync
 
 
 @dataclass
@@ -60,6 +61,10 @@ class MemoryBroker(Broker):
         self.node = node
         self._deliver = deliver
         self.hub.brokers.append(self)
+
+    def presence_store(self, ttl: float) -> PresenceStore:
+        """Presence on this node only (``ttl``: nothing expires; entries are removed)."""
+        return MemoryPresenceStore()
 
     async def stop(self) -> None:
         if self in self.hub.brokers:
@@ -118,3 +123,29 @@ def _trim(state: _Topic, policy: HistoryPolicy, now_ms: int) -> None:
         state.messages.popleft()
     while state.messages and now_ms - state.messages[0].ts_ms > policy.max_age_ms:
         state.messages.popleft()
+
+
+class MemoryPresenceStore:
+    """One node's presences: the memory broker's presence store."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, dict[str, Entry]] = {}
+
+    async def start(self, node: str, on_change: Changed, on_resync: Resync | None = None) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def add(self, topic: str, entry: Entry) -> None:
+        self._topics.setdefault(topic, {})[entry.ref] = entry
+
+    async def remove(self, topic: str, refs: list[str]) -> list[Entry]:
+        entries = self._topics.get(topic, {})
+        removed = [entries.pop(ref) for ref in refs if ref in entries]
+        if not entries:
+            self._topics.pop(topic, None)
+        return removed
+
+    async def list(self, topic: str) -> list[Entry]:
+        return list(self._topics.get(topic, {}).values())

@@ -27,7 +27,6 @@ from ..pubsub import PubSub
 from ..pubsub.presence import (
     Changed,
     Entry,
-    MemoryPresenceStore,
     PresenceStore,
     Resync,
     group,
@@ -50,11 +49,9 @@ class Presence:
     before its leaves and matches metas by phx_ref, so merging is safe.
     """
 
-    def __init__(
-        self, pubsub: PubSub, store: PresenceStore | None = None, batch: float = 0.05
-    ) -> None:
+    def __init__(self, pubsub: PubSub, store: PresenceStore, batch: float = 0.05) -> None:
         self.pubsub = pubsub
-        self.store: PresenceStore = store or MemoryPresenceStore()
+        self.store = store  # the broker's (``Broker.presence_store``)
         self.batch = batch
         # channel → {key: [ref, ...]} for what this node tracked
         self._tracked: dict[PresenceChannel, dict[str, list[str]]] = {}
@@ -235,7 +232,6 @@ class Presence:
 __all__ = [
     "Changed",
     "Entry",
-    "MemoryPresenceStore",
     "Presence",
     "PresenceStore",
     "Resync",

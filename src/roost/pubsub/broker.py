@@ -85,7 +85,8 @@ class Broker(Protocol):
         origin-to-here delivery lag (seconds). A broker that times neither ignores them."""
         return None
 
-    def presence_store(self, ttl: float) -> PresenceStore | None:
-        """A presence store every node shares, its entries living ``ttl`` seconds
-        unless refreshed; None: presence stays node-local (Presence's memory store)."""
-        return None
+    def presence_store(self, ttl: float) -> PresenceStore:
+        """The presence store that goes with this broker: shared by every node on it,
+        its entries living ``ttl`` seconds unless refreshed (a node-local broker's
+        store keeps them until they are removed)."""
+        raise NotImplementedError

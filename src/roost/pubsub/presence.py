@@ -1,4 +1,4 @@
-"""Presence entries and their stores (the memory one here; Redis in brokers/redis)."""
+"""Presence entries and the store protocol (the stores: brokers/memory.py, brokers/redis)."""
 
 from __future__ import annotations
 
@@ -51,29 +51,3 @@ def group(entries: list[Entry]) -> dict[str, dict[str, list[dict[str, Any]]]]:
 
 def new_ref() -> str:
     return secrets.token_urlsafe(9)
-
-
-class MemoryPresenceStore:
-    """One node's presences (the memory broker)."""
-
-    def __init__(self) -> None:
-        self._topics: dict[str, dict[str, Entry]] = {}
-
-    async def start(self, node: str, on_change: Changed, on_resync: Resync | None = None) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def add(self, topic: str, entry: Entry) -> None:
-        self._topics.setdefault(topic, {})[entry.ref] = entry
-
-    async def remove(self, topic: str, refs: list[str]) -> list[Entry]:
-        entries = self._topics.get(topic, {})
-        removed = [entries.pop(ref) for ref in refs if ref in entries]
-        if not entries:
-            self._topics.pop(topic, None)
-        return removed
-
-    async def list(self, topic: str) -> list[Entry]:
-        return list(self._topics.get(topic, {}).values())
