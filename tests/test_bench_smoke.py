@@ -30,7 +30,7 @@ def test_benchmarks_are_not_in_the_server_package() -> None:
     from click.testing import CliRunner
 
     from roost.cli import main
-    from roost_bench.peers import default_peers_dir
+    from roost_bench.peersystems import default_peers_dir
 
     assert importlib.util.find_spec("roost.bench") is None
     assert "bench" not in main.commands

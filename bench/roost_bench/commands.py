@@ -77,7 +77,7 @@ def bench_crossnode(
     """Two nodes on Redis: latency and deliveries/s n1 -> n2 beside bare redis-py."""
     from pathlib import Path
 
-    from . import crossnode
+    from . import crossnode, crossreport
 
     cfg = crossnode.Config(
         rates=[int(r) for r in rates.split(",") if r.strip()],
@@ -94,8 +94,8 @@ def bench_crossnode(
     _run_scenario(
         "crossnode",
         lambda say: crossnode.run(cfg, timeout, say),
-        crossnode.table,
-        crossnode.plot,
+        crossreport.table,
+        crossreport.plot,
         out,
         timeout,
         as_json=lambda r: r.as_dict(),
@@ -161,7 +161,7 @@ def bench_rooms(
     """Rooms over two nodes: throughput and per-node Redis bytes, global vs topic mode."""
     from pathlib import Path
 
-    from . import rooms
+    from . import rooms, roomsreport
 
     cfg = rooms.Config(
         rooms=n_rooms,
@@ -175,7 +175,12 @@ def bench_rooms(
         out=Path(out),
     )
     _run_scenario(
-        "rooms", lambda say: rooms.run(cfg, timeout, say), rooms.table, rooms.plot, out, timeout
+        "rooms",
+        lambda say: rooms.run(cfg, timeout, say),
+        roomsreport.table,
+        roomsreport.plot,
+        out,
+        timeout,
     )
 
 
@@ -287,13 +292,13 @@ def bench_peers(
     peers-crossnode.json/png)."""
     from pathlib import Path
 
-    from . import peers
+    from . import peerreport, peers, peersystems
 
     keys = tuple(k.strip() for k in only.split(",") if k.strip())
-    unknown = [k for k in keys if k not in peers.BY_KEY]
+    unknown = [k for k in keys if k not in peersystems.BY_KEY]
     if unknown:
-        raise click.UsageError(f"unknown systems {unknown}; choose from {list(peers.BY_KEY)}")
-    cfg = peers.Config(
+        raise click.UsageError(f"unknown systems {unknown}; choose from {list(peersystems.BY_KEY)}")
+    cfg = peersystems.Config(
         clients=clients,
         messages=messages,
         min_messages=min_messages,
@@ -310,8 +315,8 @@ def bench_peers(
     _run_scenario(
         "peers-crossnode" if cross_node else "peers",
         lambda say: peers.run(cfg, timeout, do_setup, say),
-        peers.table,
-        peers.plot,
+        peerreport.table,
+        peerreport.plot,
         out,
         timeout,
     )
@@ -354,10 +359,10 @@ def bench_setup(peers_dir: str | None) -> None:
     """
     from pathlib import Path
 
-    from . import peers
+    from . import peersetup, peersystems
 
-    where = Path(peers_dir) if peers_dir else peers.default_peers_dir()
-    failures = peers.setup(where, lambda line: click.echo(line, err=True))
+    where = Path(peers_dir) if peers_dir else peersystems.default_peers_dir()
+    failures = peersetup.setup(where, lambda line: click.echo(line, err=True))
     for kind, why in failures.items():
         if why:
             click.echo(f"{kind} peers: {why}", err=True)

@@ -63,20 +63,28 @@ class CountingClient(asyncio.Protocol):
             self.received += len(data)
             return
         self.buf += data
+        body = self.take_upgrade()
+        if body is None:
+            return
+        self.received = len(self.buf) - body
+        self.buf = b""
+
+    def take_upgrade(self) -> int | None:
+        """Parse the upgrade response in ``buf``: where the frames after it start, or None
+        while it is incomplete or when it was refused (``upgraded_fut`` then fails)."""
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
-            return
+            return None
         if not self.buf.startswith(b"HTTP/1.1 101"):
             if not self.upgraded_fut.done():
                 self.upgraded_fut.set_exception(
                     ConnectionError(self.buf[:80].decode(errors="replace"))
                 )
-            return
+            return None
         self.upgraded = True
-        self.received = len(self.buf) - end - 4
-        self.buf = b""
         if not self.upgraded_fut.done():
             self.upgraded_fut.set_result(None)
+        return end + 4
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.upgraded_fut.done():

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import connections, crossnode, fanout, peers, rooms
+from . import (
+    connections,
+    crossnode,
+    crossreport,
+    fanout,
+    peerreport,
+    peers,
+    peersystems,
+    rooms,
+    roomsreport,
+)
 
 Say = Callable[[str], None]
 
@@ -37,7 +47,7 @@ def scenarios(out: Path, quick: bool, setup: bool, timeout: float) -> list[Scena
         xn = crossnode.Config(rates=[1000, 5000], duration=1.0, rounds=1, saturation=2000, out=out)
         rm = rooms.Config(rooms=200, members=10, messages=10, rounds=1, out=out)
         cn = connections.Config(clients=2000, rest=2.0, heartbeat=10.0, out=out)
-        one = peers.Config(
+        one = peersystems.Config(
             clients=200, messages=100, min_messages=10, rounds=1, round_s=0.5, latency_s=2.0
         )
     else:
@@ -45,7 +55,7 @@ def scenarios(out: Path, quick: bool, setup: bool, timeout: float) -> list[Scena
         xn = crossnode.Config(rates=[1000, 5000, 20_000], out=out)
         rm = rooms.Config(out=out)
         cn = connections.Config(out=out)
-        one = peers.Config()
+        one = peersystems.Config()
     one.out = out
     two = dataclasses.replace(one, cross_node=True)
     return [
@@ -53,23 +63,30 @@ def scenarios(out: Path, quick: bool, setup: bool, timeout: float) -> list[Scena
         Scenario(
             "crossnode",
             lambda say: crossnode.run(xn, timeout, say),
-            crossnode.table,
-            crossnode.plot,
+            crossreport.table,
+            crossreport.plot,
             lambda result: result.as_dict(),
         ),
-        Scenario("rooms", lambda say: rooms.run(rm, timeout, say), rooms.table, rooms.plot),
+        Scenario(
+            "rooms", lambda say: rooms.run(rm, timeout, say), roomsreport.table, roomsreport.plot
+        ),
         Scenario(
             "connections",
             lambda say: connections.run(cn, timeout, say),
             connections.table,
             connections.plot,
         ),
-        Scenario("peers", lambda say: peers.run(one, timeout, setup, say), peers.table, peers.plot),
+        Scenario(
+            "peers",
+            lambda say: peers.run(one, timeout, setup, say),
+            peerreport.table,
+            peerreport.plot,
+        ),
         Scenario(
             "peers-crossnode",
             lambda say: peers.run(two, timeout, False, say),
-            peers.table,
-            peers.plot,
+            peerreport.table,
+            peerreport.plot,
         ),
     ]
 
