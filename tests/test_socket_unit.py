@@ -223,3 +223,16 @@ async def test_broadcast_from_skips_only_the_sender(rig: Any) -> None:
     await channel.broadcast_from("said", {"x": 1})
     assert wire.frames == [] and other.take()[0][2:] == ["room:a", "said", {"x": 1}]
     await peer.close()
+
+
+def test_the_client_channel_table() -> None:
+    from roost.client.states import TRANSITIONS as CLIENT
+    from roost.client.states import ChannelEvent as CE
+    from roost.client.states import ChannelState as CS
+    from roost.client.states import advance as client_advance
+
+    assert client_advance(CS.CLOSED, CE.JOIN) == "joining"  # phoenix.js's strings
+    assert client_advance(CS.JOINING, CE.FAILED) is CS.ERRORED
+    assert all((state, CE.CLOSED) in CLIENT for state in CS)
+    with pytest.raises(RuntimeError):
+        client_advance(CS.JOINED, CE.JOINED)

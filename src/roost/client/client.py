@@ -36,7 +36,9 @@ from ..protocol import (
     ProtocolError,
     for_vsn,
 )
+from .states import ChannelEvent, ChannelState, advance
 
+_ERRORABLE = (ChannelState.JOINING, ChannelState.JOINED, ChannelState.ERRORED)
 log = logging.getLogger("roost.client")
 
 RECONNECT_BACKOFF = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
@@ -80,7 +82,7 @@ class ClientChannel:
         self.topic = topic
         self.payload = payload
         self.join_ref: str | None = None
-        self.state = "closed"  # closed | joining | joined | errored | leaving
+        self.state = ChannelState.CLOSED  # moved only through states.TRANSITIONS
         self.join_response: Any = None
         self._handlers: dict[str, list[Handler]] = {}
         self._joined = asyncio.Event()
@@ -92,29 +94,39 @@ class ClientChannel:
     def off(self, event: str) -> None:
         self._handlers.pop(event, None)
 
+    def move(self, event: ChannelEvent) -> None:
+        self.state = advance(self.state, event)
+
     async def join(self, timeout: float = 10.0) -> Any:
         """Join; return the ok response or raise JoinRefused / TimeoutError."""
         self.client._channels[self.topic] = self
-        self.state = "joining"
+        self.move(ChannelEvent.JOIN)
         ref = self.client._next_ref()
         self.join_ref = ref
-        reply = await self.client._request(ref, ref, self.topic, PHX_JOIN, self.payload, timeout)
+        try:
+            reply = await self.client._request(
+                ref, ref, self.topic, PHX_JOIN, self.payload, timeout
+            )
+        except BaseException:
+            if self.state in (ChannelState.JOINING, ChannelState.ERRORED):
+                self.move(ChannelEvent.FAILED)
+            raise
         if reply.status != "ok":
-            self.state = "errored"
+            self.move(ChannelEvent.FAILED)
             raise JoinRefused(reply.response)
-        self.state = "joined"
+        self.move(ChannelEvent.JOINED)
         self.join_response = reply.response
         self._joined.set()
         return reply.response
 
     async def push(self, event: str, payload: Any, timeout: float = 10.0) -> PushReply:
-        if self.state != "joined":
+        if self.state is not ChannelState.JOINED:
             await asyncio.wait_for(self._joined.wait(), timeout)
         ref = self.client._next_ref()
         return await self.client._request(self.join_ref, ref, self.topic, event, payload, timeout)
 
     async def leave(self, timeout: float = 10.0) -> PushReply:
-        self.state = "leaving"
+        self.move(ChannelEvent.LEAVE)
         ref = self.client._next_ref()
         try:
             return await self.client._request(
@@ -124,7 +136,7 @@ class ClientChannel:
             self._closed()
 
     def _closed(self) -> None:
-        self.state = "closed"
+        self.move(ChannelEvent.CLOSED)
         self._joined.clear()
         if self.client._channels.get(self.topic) is self:
             del self.client._channels[self.topic]
@@ -134,8 +146,8 @@ class ClientChannel:
             return  # a message for an earlier join
         if msg.event == PHX_CLOSE:
             self._closed()
-        elif msg.event == PHX_ERROR:
-            self.state = "errored"
+        elif msg.event == PHX_ERROR and self.state in _ERRORABLE:
+            self.move(ChannelEvent.ERROR)
             self._joined.clear()
             self.client._schedule_rejoin(self)
         for handler in self._handlers.get(msg.event, ()):
@@ -291,8 +303,8 @@ class Client:
                 if not fut.done():
                     fut.set_exception(ConnectionError("socket closed"))
             for channel in self._channels.values():
-                if channel.state in ("joined", "joining"):
-                    channel.state = "errored"
+                if channel.state in (ChannelState.JOINED, ChannelState.JOINING):
+                    channel.move(ChannelEvent.DISCONNECTED)
                     channel._joined.clear()
             for cb in self.on_close:
                 cb(ws.close_code)
@@ -315,7 +327,7 @@ class Client:
                     log.debug("reconnect failed: %r", exc)
             attempt = 0
             for channel in list(self._channels.values()):
-                if channel.state == "errored":
+                if channel.state is ChannelState.ERRORED:
                     self._schedule_rejoin(channel, immediate=True)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -365,7 +377,7 @@ class Client:
 
     async def _rejoin(self, channel: ClientChannel, immediate: bool) -> None:
         attempt = 0 if not immediate else -1
-        while channel.state == "errored" and not self._closing:
+        while channel.state is ChannelState.ERRORED and not self._closing:
             if attempt >= 0:
                 delay = REJOIN_BACKOFF[attempt] if attempt < len(REJOIN_BACKOFF) else REJOIN_MAX
                 await asyncio.sleep(delay)
@@ -378,5 +390,4 @@ class Client:
                     handler(channel.join_response)
                 return
             except (TimeoutError, JoinRefused, ConnectionError) as exc:
-                log.debug("rejoin %s failed: %r", channel.topic, exc)
-                channel.state = "errored"
+                log.debug("rejoin %s failed: %r", channel.topic, exc)  # (state: errored)
