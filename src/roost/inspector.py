@@ -114,7 +114,7 @@ class Output:
         self.console.print(text)
         self.file.flush()
 
-    def broadcast(self, channel: str, wire: codec.Wire, gap: int, verified: bool | None) -> None:
+    def broadcast(self, channel: str, wire: codec.Decoded, gap: int, verified: bool | None) -> None:
         env = wire.envelope
         lag = now_ms() - wire.ts_ms
         data, binary = env.payload.data, env.payload.binary

@@ -130,15 +130,23 @@ class Plan:
             else:
                 self.others.append(sub)
 
-    def broadcast(self, topic: str, event: str, payload: Encoded) -> int:
+    def broadcast(
+        self, topic: str, event: str, payload: Encoded, exclude: Subscriber | None = None
+    ) -> int:
+        """One broadcast to every subscriber of the topic, ``exclude`` (a
+        ``broadcast_from``'s sender) skipped: a topic's subscribers have one wire each,
+        so the sender is found by its wire."""
         sent = 0
+        skip = None if exclude is None else exclude.wire
         for kind, wires in self.groups.items():
             data = kind.broadcast(topic, event, payload)
             if data is not None:
                 assert kind.write_all is not None
+                if skip is not None:
+                    wires = [w for w in wires if w is not skip]
                 sent += kind.write_all(wires, data)
         if self.others:
-            sent += fastlane(self.others, topic, event, payload)
+            sent += fastlane(self.others, topic, event, payload, exclude)
         return sent
 
     def broadcast_run(self, topic: str, envs: Sequence[Envelope]) -> int:

@@ -238,7 +238,7 @@ class PubSub:
             log.exception("broker publish failed topic=%s", topic)
         return self._local(env, exclude)
 
-    def _local(self, env: Envelope, exclude: object) -> int:
+    def _local(self, env: Envelope, exclude: Subscriber | None) -> int:
         topic = env.topic
         sent = 0
         subs = self._topics.get(topic)
@@ -251,7 +251,7 @@ class PubSub:
         return sent
 
     def local_broadcast(
-        self, topic: str, event: str, payload: Any, *, exclude: object = None
+        self, topic: str, event: str, payload: Any, *, exclude: Subscriber | None = None
     ) -> int:
         """Send to this node's subscribers of ``topic`` only."""
         marker = None if exclude is None else str(id(exclude))
@@ -323,13 +323,11 @@ class PubSub:
         subs: dict[Subscriber, None],
         event: str,
         payload: Encoded,
-        exclude: object,
+        exclude: Subscriber | None,
     ) -> int:
-        """One broadcast to a topic's local subscribers (through its Plan when no one is
-        excluded; a ``broadcast_from`` takes the general path)."""
-        if exclude is not None:
-            return fastlane(subs, topic, event, payload, exclude)
-        return self._plan(topic, subs).broadcast(topic, event, payload)
+        """One broadcast to a topic's local subscribers: always through its Plan (the
+        one fan-out path; ``fastlane``/``fastlane_run`` serve the plan's others)."""
+        return self._plan(topic, subs).broadcast(topic, event, payload, exclude)
 
     def _plan(self, topic: str, subs: dict[Subscriber, None]) -> Plan:
         """The topic's Plan, made on first use after a change of its subscribers."""

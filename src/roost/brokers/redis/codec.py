@@ -38,8 +38,8 @@ class EnvelopeError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Wire:
-    """An envelope as it travels, with the fields only the broker needs."""
+class Decoded:
+    """An envelope as it travelled, with the fields only the broker needs (time, MAC)."""
 
     envelope: Envelope
     ts_ms: int
@@ -68,7 +68,7 @@ def unsplice(payload: bytes, offset: int) -> bytes:
     return payload
 
 
-def verify(key: bytes, wire: Wire) -> bool:
+def verify(key: bytes, wire: Decoded) -> bool:
     env = wire.envelope
     if wire.mac is None:
         return False
@@ -97,7 +97,7 @@ def encode(env: Envelope, seq: int, ts_ms: int, mac: str | None = None) -> bytes
     return data
 
 
-def decode(data: bytes) -> Wire:
+def decode(data: bytes) -> Decoded:
     try:
         fields = _unpackb(data, raw=False, use_list=True)
     except Exception as exc:  # msgpack raises several types for garbage
@@ -136,4 +136,4 @@ def decode(data: bytes) -> Wire:
     if mac is not None and not isinstance(mac, str):
         raise EnvelopeError("envelope signature of the wrong type")
     env = Envelope(node, seq, topic, event, Encoded(payload, binary), exclude, offset, epoch)
-    return Wire(env, ts_ms, mac)
+    return Decoded(env, ts_ms, mac)
