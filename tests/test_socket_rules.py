@@ -122,14 +122,44 @@ async def test_idle_socket_is_closed(local_server: Any) -> None:
     await ws.close()
 
 
-async def test_heartbeats_keep_socket_alive(local_server: Any) -> None:
-    server = await local_server(idle_timeout=0.4)
-    ws = await RawSocket.connect(server.ws_url)
-    for i in range(6):
-        await asyncio.sleep(0.15)
-        await ws.send(None, str(i), "phoenix", "heartbeat", {})
-        assert (await ws.recv())[1] == str(i)
-    await ws.close()
+def test_heartbeats_keep_socket_alive() -> None:
+    """The idle timer against a clock the test moves (no sleeping): frames push the
+    deadline on; silence past it closes with 1001."""
+    from roost.server.websocket import IdleTimer
+
+    class Loop:
+        def __init__(self) -> None:
+            self.now = 0.0
+            self.timers: list[tuple[float, Any]] = []
+
+        def time(self) -> float:
+            return self.now
+
+        def call_at(self, when: float, callback: Any) -> Any:
+            self.timers.append((when, callback))
+            return type("Handle", (), {"cancel": lambda self: None})()
+
+        def run_until(self, t: float) -> None:
+            self.now = t
+            due = [(w, cb) for w, cb in self.timers if w <= t]
+            self.timers = [(w, cb) for w, cb in self.timers if w > t]
+            for _, callback in due:
+                callback()
+
+    class Wire:
+        closed: tuple[int, str] | None = None
+
+        def close(self, code: int, reason: str) -> None:
+            self.closed = (code, reason)
+
+    loop, wire = Loop(), Wire()
+    timer = IdleTimer(wire, 0.4, loop)
+    for i in range(1, 7):  # a heartbeat every 0.15 s for 0.9 s: past the timeout, alive
+        loop.run_until(0.15 * i)
+        timer.touch()
+    assert wire.closed is None
+    loop.run_until(0.9 + 0.4)  # then silence
+    assert wire.closed == (1001, "idle timeout")
 
 
 async def test_unsupported_vsn_is_403(local_server: Any) -> None:

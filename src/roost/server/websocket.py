@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -103,13 +104,15 @@ class IdleTimer:
 
     One timer per socket, re-armed lazily: a frame only stores the time it arrived;
     when the timer fires it either closes the socket or sets itself for the new
-    deadline. No timeout object per receive, nothing that walks all sockets.
+    deadline. No timeout object per receive, nothing that walks all sockets. ``loop``
+    (anything with ``time()`` and ``call_at()``) is the running loop unless a test
+    passes its own clock.
     """
 
     __slots__ = ("handle", "last", "loop", "timeout", "wire")
 
-    def __init__(self, wire: WsWire, timeout: float) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, wire: Any, timeout: float, loop: Any = None) -> None:
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.wire = wire
         self.timeout = timeout
         self.last = self.loop.time()
