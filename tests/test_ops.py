@@ -108,12 +108,23 @@ def test_publish_api_refuses_bad_requests(pair: list[ServerProcess]) -> None:
     ok = {"topic": "rooms:x", "event": "e", "payload": {}}
     assert post(url, ok, None)[0] == 401
     assert post(url, ok, "wrong")[0] == 401
+    assert post(url, ok, "clé")[0] == 401  # non-ASCII: was a 500 (compare_digest on str)
     assert post(url, b"not json", "k3y") == (400, {"error": "body is not JSON"})
     assert post(url, [1], "k3y")[0] == 400
     assert post(url, {"topic": "", "event": "e"}, "k3y")[0] == 400
     assert post(url, {"topic": "rooms:x", "event": "phx_reply"}, "k3y")[0] == 400
     assert post(url, {"topic": "rooms:x", "event": "new:msg", "payload": [1]}, "k3y")[0] == 400
     assert post(url, b"{" + b" " * 70_000 + b"}", "k3y")[0] == 413
+
+
+def test_server_header_names_no_versions(roost_server: ServerProcess) -> None:
+    for path in ("/healthz", "/", "/static/roost.js", "/nowhere"):
+        try:
+            with urllib.request.urlopen(f"{roost_server.url}{path}", timeout=5) as resp:
+                server = resp.headers.get("Server")
+        except urllib.error.HTTPError as err:
+            server = err.headers.get("Server")
+        assert server == "roost", (path, server)
 
 
 def test_publish_api_is_off_without_a_key(roost_server: ServerProcess) -> None:

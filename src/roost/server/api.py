@@ -30,7 +30,10 @@ async def broadcast(request: web.Request) -> web.Response:
     """
     key = request.app[API_KEY]
     given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].strip(), key):
+    # Compared as bytes: compare_digest raises on non-ASCII str (a 500 for any client
+    # that sends one); surrogateescape keeps any header text comparable.
+    offered = given[7:].strip().encode("utf-8", "surrogateescape")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(offered, key.encode()):
         return _error(401, "missing or wrong API key")
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(413, "body too large")

@@ -56,6 +56,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server: roost`` — no Python or aiohttp version for a scanner to match."""
+    response.headers["Server"] = "roost"
+
+
 def build_app(
     endpoint: Endpoint,
     *,
@@ -70,6 +75,7 @@ def build_app(
     1012 closes on shutdown.
     """
     app = web.Application(client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_server_header)
     app[ENDPOINT_KEY] = endpoint
     app[FLUSHER_KEY] = Flusher()
     app.router.add_get(f"{mount}/websocket", websocket_handler)
