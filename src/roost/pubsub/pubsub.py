@@ -53,8 +53,8 @@ class PubSub:
         self._positions: dict[str, Position] = {}  # the last stored broadcast delivered
         self._plans: dict[str, Plan] = {}  # made on a topic's first broadcast, dropped on change
         self._pending: dict[str, asyncio.Future[None]] = {}
-        # marker → subscriber, for subscribers that used broadcast_from (forgotten when
-        # they leave their last topic... or with the subscriber: see _remove).
+        # marker → sender of a stored broadcast_from whose echo the broker hands back
+        # (a subscriber has one topic: forgotten when it leaves it, see _remove).
         self._senders: dict[str, Subscriber] = {}
         self.delivered = 0
 
@@ -176,7 +176,8 @@ class PubSub:
 
     def _remove(self, topic: str, sub: Subscriber) -> bool:
         """Forget ``sub``; True when the topic has no local subscriber left."""
-        self._senders.pop(str(id(sub)), None)
+        if self._senders:
+            self._senders.pop(str(id(sub)), None)
         subs = self._topics.get(topic)
         held = self._held.get(topic)
         if subs is not None and sub in subs:
@@ -222,9 +223,10 @@ class PubSub:
         """
         encoded = Encoded.of(payload)
         marker = None
-        if exclude is not None:  # a broadcast_from: its echo finds the sender in O(1)
+        if exclude is not None:
             marker = str(id(exclude))
-            self._senders[marker] = exclude
+            if store is not None and self.broker.delivers_stored:
+                self._senders[marker] = exclude  # its echo finds the sender in O(1)
         env = Envelope(self.node, 0, topic, event, encoded, marker)
         if store is not None:
             stored = await self.broker.publish_stored(env, store)
