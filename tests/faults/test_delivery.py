@@ -328,6 +328,12 @@ async def test_node_behind_the_stream_tells_its_members(lab: Lab) -> None:
             pause_node(n2)
             with r.client() as c:
                 c.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+            def n1_back() -> bool:  # n1's subscriber was cut too: let it come back first
+                broker = http_get(f"{n1.url}/healthz")[1]["broker"]
+                return bool(broker["reconnects"] >= 1 and broker["connected"])
+
+            assert await eventually(n1_back, 10)
             await send(60)  # far more than the 20 the stream keeps
             resume_node(n2)
             told = await eventually(lambda: all(st["rejoins"] for st in state), 15)
