@@ -90,13 +90,14 @@ class Presence:
         self._tracked.setdefault(channel, {}).setdefault(key, []).append(ref)
         try:
             await self.store.add(channel.topic, entry)
+        except ValueError:  # the store refuses the entry (meta too large): the caller's error
+            self._drop(channel, key, ref)
+            raise
         except Exception:
             log.warning("presence store unavailable; %s on %s tracked later", key, channel.topic)
             return ref
         if not channel.joined:  # ended while the entry was written: its untrack came first
-            refs = self._tracked.get(channel, {}).get(key, [])
-            if ref in refs:
-                refs.remove(ref)
+            self._drop(channel, key, ref)
             try:
                 await self.store.remove(channel.topic, [ref])
             except Exception:  # its entry expires and is swept
@@ -106,6 +107,11 @@ class Presence:
             return ref
         await self._diff(channel.topic, joins=[entry])
         return ref
+
+    def _drop(self, channel: PresenceChannel, key: str, ref: str) -> None:
+        refs = self._tracked.get(channel, {}).get(key, [])
+        if ref in refs:
+            refs.remove(ref)
 
     async def update(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str | None:
         """Replace the key's meta on this channel: a new phx_ref, one diff (join + leave)."""

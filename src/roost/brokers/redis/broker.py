@@ -137,8 +137,16 @@ class RedisBroker(Broker):
         self.observe_lag = lag
 
     def presence_store(self, ttl: float) -> RedisPresenceStore:
-        """Presence in Redis, shared by every node under this broker's keys."""
-        return RedisPresenceStore(self.url, self.keys, ttl=ttl, **self.connection_kwargs)
+        """Presence in Redis, shared by every node under this broker's keys; its entries
+        signed with this broker's key, its dropped entries counted in its stats."""
+        return RedisPresenceStore(
+            self.url,
+            self.keys,
+            ttl=ttl,
+            signing_key=self.signing_key,
+            stats=self.stats,
+            **self.connection_kwargs,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +47,28 @@ class Decoded:
     mac: str | None = None
 
 
+def digest(key: bytes, parts: Iterable[bytes]) -> str:
+    """HMAC-SHA256 (hex) over ``parts``, each prefixed with its length (unambiguous)."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(len(part).to_bytes(4, "big"))
+        mac.update(part)
+    return mac.hexdigest()
+
+
+def subkey(key: bytes, purpose: str) -> bytes:
+    """A key derived from the signing key for one other use (presence entries): a MAC
+    made for one kind of data can never pass as one of another."""
+    return hmac.new(key, b"roost subkey: " + purpose.encode(), hashlib.sha256).digest()
+
+
 def sign(key: bytes, node: str, topic: str, event: str, payload: bytes, ts_ms: int) -> str:
     """HMAC-SHA256 (hex) over the origin node, topic, event, payload and time.
 
     For stored messages ``payload`` is the one *before* the offset was spliced in.
     """
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in (node.encode(), topic.encode(), event.encode(), payload, str(ts_ms).encode()):
-        mac.update(len(part).to_bytes(4, "big"))
-        mac.update(part)
-    return mac.hexdigest()
+    parts = (node.encode(), topic.encode(), event.encode(), payload, str(ts_ms).encode())
+    return digest(key, parts)
 
 
 def unsplice(payload: bytes, offset: int) -> bytes:

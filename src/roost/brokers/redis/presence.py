@@ -1,6 +1,6 @@
 """Presence in Redis: per topic a hash (phx_ref → entry) and a zset (phx_ref → expiry).
 
-    hash <prefix>:<app>:p:{topic}    phx_ref → {"k": key, "m": meta}
+    hash <prefix>:<app>:p:{topic}    phx_ref → {"k": key, "n": node, "m": meta[, "s": mac]}
     zset <prefix>:<app>:pz:{topic}   phx_ref → expiry (ms)
     zset <prefix>:<app>:presence     topic → its earliest expiry (ms): when a sweep is due
 
@@ -26,6 +26,10 @@ Nothing can leak:
   ``presence_state`` to its members of those topics: users of a node that died while
   Redis was empty (nobody will ever sweep them) leave their lists.
 
+Entries are size-bounded, and signed with ``--redis-signing-key`` (presence_codec.py):
+every entry read back (a joiner's state, a sweep, a removal, a fresh state) that fails
+is dropped, never broadcast, and counted (``BrokerStats.presence_dropped``).
+
 Every command has a deadline (``command_timeout``, no retry): a frozen or unreachable
 Redis is an error, never a hang.
 """
@@ -39,13 +43,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...pubsub.presence import Changed, Entry, Resync
 from .keys import Keys
+from .presence_codec import MAX_ENTRY_BYTES, EntryCodec
+from .stats import BrokerStats
 
 log = logging.getLogger("roost.presence")
 
@@ -77,7 +82,7 @@ return 1
 """
 )
 
-# ARGV: topic, grace, refs... Returns the values removed.
+# ARGV: topic, grace, refs... Returns the entries removed: ref, value, ref, value...
 REMOVE = (
     SETTLE
     + """
@@ -86,6 +91,7 @@ for i = 3, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
     redis.call('HDEL', KEYS[1], ARGV[i])
+    table.insert(out, ARGV[i])
     table.insert(out, v)
   end
   redis.call('ZREM', KEYS[2], ARGV[i])
@@ -111,7 +117,8 @@ return back
 """
 )
 
-# ARGV: topic, grace, now. Removes and returns every expired entry of the topic.
+# ARGV: topic, grace, now. Removes and returns every expired entry of the topic (ref,
+# value, ref, value...).
 SWEEP = (
     SETTLE
     + """
@@ -121,7 +128,10 @@ for _, ref in ipairs(refs) do
   local v = redis.call('HGET', KEYS[1], ref)
   redis.call('HDEL', KEYS[1], ref)
   redis.call('ZREM', KEYS[2], ref)
-  if v then table.insert(out, v) end
+  if v then
+    table.insert(out, ref)
+    table.insert(out, v)
+  end
 end
 settle()
 return out
@@ -132,16 +142,9 @@ return out
 BATCH = 200
 
 
-def _encode(entry: Entry) -> bytes:
-    return orjson.dumps({"k": entry.key, "m": entry.meta})
-
-
-def _decode(value: bytes) -> Entry | None:
-    try:
-        data = orjson.loads(value)
-        return Entry(str(data["m"]["phx_ref"]), str(data["k"]), data["m"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
+def _pairs(flat: list[Any]) -> Iterable[tuple[Any, Any]]:
+    """A script's ref, value, ref, value... reply as (ref, value) pairs."""
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 def _text(raw: Any) -> str:
@@ -157,7 +160,10 @@ class RedisPresenceStore:
     """Presence entries of every node, in Redis (see the module docstring).
 
     ``command_timeout``: the deadline of every Redis command (default: a third of
-    ``ttl``, between 0.5 and 2 s). ``max_connections``: the pool's size. ``clock``
+    ``ttl``, between 0.5 and 2 s). ``max_connections``: the pool's size.
+    ``signing_key``: entries are signed and only signed ones are read (the broker's
+    ``--redis-signing-key``); ``max_entry_bytes``: the bound of one encoded entry;
+    ``stats``: where dropped entries are counted (the broker's). ``clock``
     (wall time: expiries are compared across nodes) and ``timer`` (monotonic, for the
     fresh-state delay) are injectable for tests.
     """
@@ -172,9 +178,15 @@ class RedisPresenceStore:
         max_connections: int = 32,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        signing_key: bytes | None = None,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
+        stats: BrokerStats | None = None,
         **connection_kwargs: Any,
     ) -> None:
         self.keys = keys
+        self.stats = stats or BrokerStats()
+        self.codec = EntryCodec(signing_key, max_entry_bytes, count=self._count, timer=timer)
+        self.node = ""
         self.ttl = ttl
         self.clock = clock
         self.timer = timer
@@ -204,7 +216,8 @@ class RedisPresenceStore:
         self._remove = self._redis.register_script(REMOVE)
         self._refresh = self._redis.register_script(REFRESH)
         self._sweep = self._redis.register_script(SWEEP)
-        self._own: dict[str, dict[str, Entry]] = {}
+        # topic → ref → this node's entry and its value as stored (signed once)
+        self._own: dict[str, dict[str, tuple[Entry, bytes]]] = {}
         self._on_change: Changed | None = None
         self._on_resync: Resync | None = None
         self._resync: set[str] = set()  # topics whose members get a fresh state...
@@ -231,7 +244,11 @@ class RedisPresenceStore:
     def _expiry(self) -> int:
         return int((self.clock() + self.ttl) * 1000)
 
+    def _count(self, dropped: int) -> None:
+        self.stats.presence_dropped += dropped
+
     async def start(self, node: str, on_change: Changed, on_resync: Resync | None = None) -> None:
+        self.node = node
         self._on_change = on_change
         self._on_resync = on_resync
         loop = asyncio.get_running_loop()
@@ -258,12 +275,14 @@ class RedisPresenceStore:
                 log.debug("presence %s failed: %r", getattr(job, "__name__", job), exc)
 
     async def add(self, topic: str, entry: Entry) -> None:
+        """Raises EntryTooLarge (a ValueError) past ``max_entry_bytes``: nothing kept."""
+        value = self.codec.encode(topic, self.node, entry)
         # Remembered first: if Redis is down now, the refresh writes it back later
         # (and announces the join then).
-        self._own.setdefault(topic, {})[entry.ref] = entry
+        self._own.setdefault(topic, {})[entry.ref] = (entry, value)
         await self._add(
             keys=self._keys(topic),
-            args=[topic, self._grace, entry.ref, _encode(entry), self._expiry()],
+            args=[topic, self._grace, entry.ref, value, self._expiry()],
         )
 
     async def remove(self, topic: str, refs: list[str]) -> list[Entry]:
@@ -274,8 +293,8 @@ class RedisPresenceStore:
             self._own.pop(topic, None)
         if not refs:
             return []
-        values = await self._remove(keys=self._keys(topic), args=[topic, self._grace, *refs])
-        return [e for e in map(_decode, values) if e is not None]
+        removed = await self._remove(keys=self._keys(topic), args=[topic, self._grace, *refs])
+        return self.codec.read(topic, _pairs(removed))
 
     async def list(self, topic: str) -> list[Entry]:
         hkey, zkey, _ = self._keys(topic)
@@ -284,12 +303,7 @@ class RedisPresenceStore:
             pipe.zrangebyscore(zkey, self._now(), "+inf")
             values, alive = await pipe.execute()
         live = set(alive)
-        entries = []
-        for ref, value in values.items():
-            if ref in live:
-                entry = _decode(value)
-                if entry is not None:
-                    entries.append(entry)
+        entries = self.codec.read(topic, ((r, v) for r, v in values.items() if r in live))
         entries.sort(key=lambda e: (str(e.meta.get("online_at", "")), e.ref))
         return entries
 
@@ -311,8 +325,8 @@ class RedisPresenceStore:
                     if not own:
                         continue
                     args: list[Any] = [topic, self._grace, expiry]
-                    for entry in own.values():
-                        args += [entry.ref, _encode(entry)]
+                    for entry, value in own.values():
+                        args += [entry.ref, value]
                     await self._refresh(keys=self._keys(topic), args=args, client=pipe)
                     sent.append(topic)
                 results = await pipe.execute(raise_on_error=False)
@@ -321,7 +335,7 @@ class RedisPresenceStore:
                     log.warning("presence refresh of %s failed: %r", topic, back)
                     continue
                 own = self._own.get(topic, {})
-                rewritten = [own[r] for r in map(_text, back) if r in own]
+                rewritten = [own[r][0] for r in map(_text, back) if r in own]
                 if not rewritten:
                     continue
                 log.info("presence: %d entries on %s written back", len(rewritten), topic)
@@ -368,7 +382,7 @@ class RedisPresenceStore:
                 if isinstance(values, Exception):
                     log.warning("presence sweep of %s failed: %r", topic, values)
                     continue
-                entries = [e for e in map(_decode, values) if e is not None]
+                entries = self.codec.read(topic, _pairs(values))
                 if not entries:
                     continue
                 self.swept += len(entries)

@@ -25,6 +25,7 @@ class BrokerStats:
     unfillable: int = 0  # messages gone from the stream before they could be filled
     duplicates: int = 0
     rejected: int = 0
+    presence_dropped: int = 0  # presence entries read from Redis failing their check or bound
     subscribed: bool = False  # the subscriber connection is up, every channel confirmed
     responsive: bool = False  # Redis answered the last health check inside its deadline
 
@@ -49,3 +50,8 @@ class BrokerStats:
         yield "roost_gaps_filled", "Messages filled in from the history stream.", self.filled
         yield "roost_invalid_envelopes", "Messages that were not envelopes.", self.invalid
         yield "roost_rejected_envelopes", "Envelopes failing the signature.", self.rejected
+        yield (
+            "roost_presence_entries_dropped",
+            "Presence entries read from Redis and dropped (signature, size or shape).",
+            self.presence_dropped,
+        )
