@@ -26,6 +26,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from roost.security import tokens
+
 from support import ROOT, ServerProcess, start_server
 
 CHROMIUM_ARGS = [
@@ -41,6 +43,8 @@ SCREENSHOT = ROOT / "docs" / "img" / "chat.png"
 PHOENIX_MJS = ROOT / "tests" / "js" / "node_modules" / "phoenix" / "priv" / "static" / "phoenix.mjs"
 WAIT_MS = 10_000
 XSS_BODIES = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>"]
+# the shared server verifies tokens but does not require them: token holders and guests
+SECRET = "browser-secret-0123456789"
 
 
 def chromium_path() -> str:
@@ -66,7 +70,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = start_server(node="n1", log_dir=tmp_path_factory.mktemp("browser-logs"))
+    srv = start_server(
+        "--secret", SECRET, node="n1", log_dir=tmp_path_factory.mktemp("browser-logs")
+    )
     yield srv
     srv.stop()
 
@@ -324,6 +330,64 @@ def test_online_list_follows_presence_events(
     expect(chat.page.locator("#online-list li", has_text="yan")).to_contain_text("\u00d72")
     expect(chat.page.locator("#online-empty")).to_be_hidden()
     assert chat.page.locator("#online-list i").count() == 0
+
+
+# a token holder, driven through roost.js from another page: joins and says hello
+AS_TOKEN_HOLDER = """
+async ([token, topic]) => {
+  const {Socket} = await import("/static/roost.js")
+  const socket = new Socket("/socket", {params: {token}})
+  socket.connect()
+  const channel = socket.channel(topic, {})
+  const answer = push => new Promise((resolve, reject) =>
+    push.receive("ok", resolve).receive("error", reject).receive("timeout", reject))
+  await answer(channel.join())
+  // a client cannot unset (or set) the mark: the server writes it
+  await answer(channel.push("new:msg", {body: "signed hello", verified: false}))
+  window.holder = socket  // stays in the room
+  return true
+}
+"""
+
+
+def test_verified_names_marked_and_their_look_alikes_refused(
+    server: ServerProcess, open_chat: Callable[..., Chat]
+) -> None:
+    """A token holder's name carries a check mark; guests are tagged; a guest typing the
+    holder's name (in another case) is told it is taken."""
+    url = f"{server.url}/rooms/marks"
+    pat = open_chat(url, user="pat")
+    pat.wait_connected()
+    holder = open_chat(f"{server.url}/rooms/marks-host", user="host")
+    holder.wait_connected()
+    assert holder.page.evaluate(AS_TOKEN_HOLDER, [tokens.mint(SECRET, "al"), "rooms:marks"])
+
+    al_row = pat.page.locator('#online-list li[data-user="al"]')
+    expect(al_row).to_have_attribute("data-verified", "true", timeout=WAIT_MS)
+    expect(al_row.locator(".mark.verified")).to_have_text("\u2713")
+    expect(pat.page.locator('#online-list li[data-user="pat"] .mark.guest')).to_have_text("guest")
+    expect(entered(pat.page, "al").locator("xpath=..").locator(".mark.verified")).to_be_visible()
+    pat.send("guest hello")
+    rows = pat.page.locator("#messages li.msg")
+    expect(rows).to_have_count(2, timeout=WAIT_MS)
+    expect(rows.filter(has_text="signed hello").locator(".mark.verified")).to_have_text("\u2713")
+    expect(rows.filter(has_text="signed hello").locator(".mark.guest")).to_have_count(0)
+    expect(rows.filter(has_text="guest hello").locator(".mark.guest")).to_be_visible()
+    expect(rows.filter(has_text="guest hello").locator(".mark.verified")).to_have_count(0)
+    assert pat.lines() == ["[al] signed hello", "[pat] guest hello"]
+
+    impostor = open_chat(url, user="AL")
+    expect(impostor.page.locator("#status")).to_have_text(
+        "can't join: name is taken by a verified user", timeout=WAIT_MS
+    )
+    expect(impostor.page.locator("#messages li.system.error")).to_contain_text("pick another name")
+    name = impostor.page.locator("#username")
+    name.fill("alf")
+    name.press("Enter")  # a new name joins
+    impostor.wait_connected()
+    expect(pat.page.locator('#online-list li[data-user="alf"] .mark.guest')).to_be_visible(
+        timeout=WAIT_MS
+    )
 
 
 # -- reconnect ---------------------------------------------------------------------------------

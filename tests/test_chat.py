@@ -28,7 +28,7 @@ async def test_join_entered_and_message(local_server: Any) -> None:
         reply = await room_a.push("new:msg", {"body": "  hello  ", "user": "mallory"})
         assert reply.ok
         await _until(lambda: len(got_a) == 1 and len(got_b) == 3)
-        assert got_b[:2] == [{"user": "bo"}, {"user": "al"}]
+        assert got_b[:2] == [{"user": "bo", "verified": False}, {"user": "al", "verified": False}]
         msg = got_b[2]
         assert got_a[0] == msg
         assert msg["id"] == reply.response["id"]

@@ -67,7 +67,7 @@ async def test_state_and_diffs_on_one_node(local_server: Any) -> None:
         await until(lambda: al.online() == {"al": 1})
         assert al.state == {}  # the state is pushed before al's own join diff
         meta = al.diffs[0]["joins"]["al"]["metas"][0]
-        assert set(meta) == {"online_at", "node", "phx_ref"} and meta["node"] == "local"
+        assert set(meta) == {"online_at", "node", "verified", "phx_ref"} and meta["node"] == "local"
         async with Watcher(server.ws_url, "rooms:pr", "bo") as bo:
             await until(lambda: bo.online() == {"al": 1, "bo": 1})
             assert set(bo.state or {}) == {"al"}

@@ -239,7 +239,7 @@ async def test_valid_token_binds_the_user(token_server: Any, how: str) -> None:
         assert reply_of(await ws.join("rooms:lobby", "2", {"user": "al"}))["status"] == "ok"
         assert reply_of(await ws.join("rooms:other", "3", {}))["status"] == "ok"
         entered = await ws.recv_until(lambda f: f[2] == "rooms:other" and f[3] == "user:entered")
-        assert entered[4] == {"user": "al"}
+        assert entered[4] == {"user": "al", "verified": True}
         # The `user` field of a message is ignored too: others see the token's name.
         assert await new_msg_user(ws, "rooms:other", "3", "mallory") == "al"
     finally:

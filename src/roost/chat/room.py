@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..channels import Channel, JoinError, Reply
+from ..channels.presence import Presence
 from ..pubsub import HistoryUnavailable, Position, Recovery
 from . import validate
 
@@ -21,21 +22,39 @@ def message_id() -> str:
     return f"{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
 
 
+TAKEN = "name is taken by a verified user"
+
+
 class RoomChannel(Channel):
     """Join with ``{"user": NAME}``; push ``new:msg`` ``{"body": TEXT}``.
 
     The join reply carries the serving node's name; every member, the sender
-    included, receives ``new:msg`` ``{id, user, body, at, node}``.
+    included, receives ``new:msg`` ``{id, user, verified, body, at, node}``.
+
+    Identity: ``verified`` (in messages, ``user:entered`` and presence metas) is true
+    only for a socket whose token this node verified (the connect hook's assigns); a
+    client cannot set it. Anonymous names are free-form, but a name held by a verified
+    member present in the room (on any node: the presence list) is refused to a guest
+    with ``name is taken by a verified user`` — at join and for a message's ``user``
+    field — comparing ``validate.name_key`` (NFKC, case folding, trimmed), so "AL" or
+    "al" in full-width letters do not pass for "al". Nothing is reserved once the token holder
+    has left: the mark, not the name, is what vouches. A token holder always gets its
+    name; a guest who held it first stays, shown as a guest, until it leaves (its rejoin
+    is then refused).
     """
 
     history_events = frozenset({"new:msg"})
     user: str | None = None
 
+    @property
+    def verified(self) -> bool:
+        return self.assigns.get("verified") is True
+
     async def join(self, payload: Any) -> Any:
         try:
             room = validate.room_name(self.topic)
             given = payload.get("user") if isinstance(payload, dict) else None
-            if self.assigns.get("verified"):
+            if self.verified:
                 # The token's name is the only name this socket may use.
                 self.user = self.assigns["user"]
                 if given is not None and validate.user_name(given) != self.user:
@@ -50,6 +69,9 @@ class RoomChannel(Channel):
         settings = self.socket.endpoint.settings.get("chat")
         if settings is not None and not settings.may_join(room, self.assigns):
             raise JoinError("unauthorized")
+        refusal = await self.guest_refusal(self.user)
+        if refusal is not None:
+            raise JoinError(refusal)
         try:
             await self.subscribe()  # before reading history: no message falls in between
             recovery = await self.history(since)
@@ -59,24 +81,52 @@ class RoomChannel(Channel):
             raise JoinError("temporarily unavailable") from None
         return join_reply(recovery, self.node)
 
+    async def guest_refusal(self, name: str | None) -> str | None:
+        """Why a guest may not use ``name`` here (None: it may; token holders always may)."""
+        presence = self.socket.endpoint.presence
+        if self.verified or name is None or not isinstance(presence, Presence):
+            return None
+        try:
+            present = await presence.list(self.topic)
+        except Exception:  # cannot tell who is here: refuse rather than let a guest pass
+            log.warning("presence unavailable for %s: guest name not checked", self.topic)
+            return "temporarily unavailable"
+        key = validate.name_key(name)
+        for holder, entry in present.items():
+            if validate.name_key(holder) == key and any(
+                isinstance(meta, dict) and meta.get("verified") is True
+                for meta in entry.get("metas", ())
+            ):
+                return TAKEN
+        return None
+
     async def after_join(self) -> None:
         name = self.user or "anonymous"
-        await self.broadcast("user:entered", {"user": name})
+        await self.broadcast("user:entered", {"user": name, "verified": self.verified})
         if self.socket.endpoint.presence is not None:
-            await self.track(name, {"online_at": str(int(time.time() * 1000)), "node": self.node})
+            meta = {
+                "online_at": str(int(time.time() * 1000)),
+                "node": self.node,
+                "verified": self.verified,
+            }
+            await self.track(name, meta)
 
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
         if event != "new:msg":
             return Reply.error({"reason": "unknown event"})
         try:
             text = validate.body(payload)
-            user = self.user or validate.user_name(payload.get("user")) or "anonymous"
+            claimed = None if self.user else validate.user_name(payload.get("user"))
         except validate.Invalid as exc:
             return Reply.error({"reason": exc.reason})
+        refusal = await self.guest_refusal(claimed)
+        if refusal is not None:
+            return Reply.error({"reason": refusal})
         msg_id = message_id()
         message = {
             "id": msg_id,
-            "user": user,
+            "user": self.user or claimed or "anonymous",
+            "verified": self.verified,
             "body": text,
             "at": int(time.time() * 1000),
             "node": self.node,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from ..pubsub import Position
@@ -25,8 +26,20 @@ def room_name(topic: str) -> str:
     return name
 
 
+# Characters that reorder or hide the text around them: bidi embeddings, overrides,
+# isolates and marks. A name holding one could show as another name.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+SPACES = re.compile(r"\s+")
+
+
 def user_name(value: Any) -> str | None:
-    """A trimmed name of 1-32 characters; None when missing or blank."""
+    """A trimmed name of 1-32 characters; None when missing or blank.
+
+    Control characters (newlines included) and bidi controls are refused: they would
+    let a name display as another one.
+    """
     if value is None:
         return None
     if not isinstance(value, str):
@@ -36,7 +49,23 @@ def user_name(value: Any) -> str | None:
         return None
     if len(name) > MAX_NAME:
         raise Invalid("user name too long")
+    if any(ch in BIDI_CONTROLS or unicodedata.category(ch) == "Cc" for ch in name):
+        raise Invalid("invalid user")
     return name
+
+
+def name_key(name: str) -> str:
+    """What a name is compared by: two names with one key are the same name to readers.
+
+    NFKC (full-width and other compatibility forms become their plain letters), case
+    folding, NFKC again (folding can denormalise), invisible format characters (zero
+    width spaces and joiners, soft hyphens) dropped, runs of white space made one space,
+    then trimmed. Look-alikes from other scripts (a Cyrillic "a", U+0430) are not folded: the
+    verified mark, not the name, tells a token holder from a guest.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return SPACES.sub(" ", visible).strip()
 
 
 def body(payload: Any) -> str:

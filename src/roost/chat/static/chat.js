@@ -1,10 +1,15 @@
 // The chat page: one room at a time over roost.js. User text only ever reaches the
 // page through textContent (never innerHTML), so hostile bodies render as text.
+// Identity: the server marks each message, arrival and presence meta `verified`
+// (a token vouches for the name); the page shows a check mark for those and a "guest"
+// tag for every other name. Only `verified === true` counts: anything else, an old
+// message without the flag included, is shown as a guest.
 import {Socket, Presence} from "./roost.js"
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/
 const USER_KEY = "roost:user"
 const MAX_NAME = 32
+const NAME_TAKEN = "name is taken by a verified user"
 
 const $ = id => document.getElementById(id)
 const ui = {
@@ -55,6 +60,17 @@ function timeEl(at) {
   node.dateTime = date.toISOString()
   node.title = date.toLocaleString()
   return node
+}
+
+// ✓ for a name a token vouches for, "guest" for any other
+function identityMark(verified) {
+  const mark = verified
+    ? el("span", "mark verified", "\u2713")
+    : el("span", "mark guest", "guest")
+  mark.title = verified
+    ? "verified: a token signed by the server vouches for this name"
+    : "guest: not verified, anyone may use this name"
+  return mark
 }
 
 // a stable colour per user name, chosen from the palette in style.css
@@ -108,7 +124,8 @@ function showMessage(msg) {
   if (isOffset(msg.offset)) item.dataset.offset = String(msg.offset)
   if (msg.node) item.title = `via ${msg.node}`
   const who = el("span", `user ${colourClass(user)}`, `[${user}]`)
-  item.append(timeEl(msg.at), who, " ", el("span", "body", String(msg.body ?? "")))
+  const body = el("span", "body", String(msg.body ?? ""))
+  item.append(timeEl(msg.at), identityMark(msg.verified === true), who, " ", body)
   insert(item, isOffset(msg.offset) ? rowAfter(msg.offset) : null)
 }
 
@@ -120,7 +137,11 @@ function resetMessages() {
 
 function showEntered(payload) {
   const item = el("li", "entered")
-  item.append(timeEl(Date.now()), el("em", null, `[${payload.user || "anonymous"} entered]`))
+  item.append(
+    timeEl(Date.now()),
+    identityMark(payload.verified === true),
+    el("em", null, `[${payload.user || "anonymous"} entered]`),
+  )
   append(item)
 }
 
@@ -135,23 +156,37 @@ function setStatus(state, text) {
   ui.status.textContent = text || state
 }
 
-// one row per user, however many tabs they have open: "al ×2 n1, n2"
+// one row per user, however many tabs they have open: "al ✓ ×2 n1, n2". A name held by a
+// token holder and by guests (who had it first) is two rows: the verified one, the guests'.
 function renderOnline(presence) {
+  const person = (name, metas, verified) => ({
+    name,
+    verified,
+    count: metas.length,
+    nodes: [...new Set(metas.map(meta => meta.node).filter(Boolean).map(String))].sort(),
+  })
   const people = presence
-    .list((name, {metas}) => ({
-      name,
-      count: metas.length,
-      nodes: [...new Set(metas.map(meta => meta && meta.node).filter(Boolean).map(String))].sort(),
-    }))
-    .sort((a, b) => a.name.localeCompare(b.name))
-  ui.online.replaceChildren(...people.map(({name, count, nodes}) => {
+    .list((name, {metas}) => {
+      const all = metas.filter(meta => meta && typeof meta === "object")
+      const verified = all.filter(meta => meta.verified === true)
+      const guests = all.filter(meta => meta.verified !== true)
+      return [
+        ...(verified.length ? [person(name, verified, true)] : []),
+        ...(guests.length ? [person(name, guests, false)] : []),
+      ]
+    })
+    .flat()
+    .sort((a, b) => a.name.localeCompare(b.name) || Number(b.verified) - Number(a.verified))
+  ui.online.replaceChildren(...people.map(({name, verified, count, nodes}) => {
     const item = el("li", null)
     item.dataset.user = name
-    item.append(el("span", `dot ${colourClass(name)}`), el("span", "name", name))
+    item.dataset.verified = String(verified)
+    item.append(el("span", `dot ${colourClass(name)}`), el("span", "name", name), identityMark(verified))
     if (count > 1) item.append(el("span", "count", `×${count}`))
     if (nodes.length) item.append(el("span", "nodes", nodes.join(", ")))
     const tabs = count > 1 ? `${count} connections` : "1 connection"
-    item.title = `${name}: ${tabs}${nodes.length ? ` on ${nodes.join(", ")}` : ""}`
+    const who = `${name} (${verified ? "verified" : "guest"})`
+    item.title = `${who}: ${tabs}${nodes.length ? ` on ${nodes.join(", ")}` : ""}`
     return item
   }))
   ui.onlineCount.textContent = people.length ? String(people.length) : ""
@@ -221,7 +256,7 @@ function joinRoom(name) {
   // cursor: the room's history position this page has shown everything up to
   // ({offset, epoch}, from the join reply, advanced by every new:msg); early: the
   // messages that arrived for the join in flight, before its reply
-  const current = {name, user, cursor, early: null}
+  const current = {name, user, cursor, early: null, refused: false}
   // params are computed at every (re)join: a rejoin asks for what it missed since the
   // position it last saw, and the reply says whether that could be recovered
   const channel = socket.channel(`rooms:${name}`, () => {
@@ -245,7 +280,7 @@ function joinRoom(name) {
   channel.on("user:entered", payload => active() && showEntered(payload))
   channel.onError(() => active() && lostConnection())
   // the server closed this channel (we leave only channels that are no longer active)
-  channel.onClose(() => active() && setStatus("error", "left by the server"))
+  channel.onClose(() => active() && !current.refused && setStatus("error", "left by the server"))
 
   setStatus(everConnected ? "reconnecting" : "connecting", "joining…")
   channel.join()
@@ -261,6 +296,13 @@ function joinRoom(name) {
       current.early = null
       const reason = (reply && reply.reason) || "join refused"
       setStatus("error", `can't join: ${reason}`)
+      if (reason === NAME_TAKEN) {
+        // retrying cannot help while the token holder is here: a new name rejoins
+        current.refused = true
+        showSystem(`can't join #${name}: "${user}" is taken by a verified user; pick another name`, "error")
+        channel.leave()
+        return
+      }
       showSystem(`can't join #${name}: ${reason}`, "error")
       if (reason === "invalid room") channel.leave()
     })
