@@ -279,11 +279,13 @@ async def longpoll_get(request: web.Request) -> web.Response:
     if found is None:
         return _status(410)
     if isinstance(found, Session):
-        return web.json_response(await found.poll(manager.window))
-    node, sid = found
-    return web.json_response(
-        await manager.relay(node, sid, token, "lp:poll", {}, manager.window + 5)
-    )
+        polled = await found.poll(manager.window)
+    else:
+        node, sid = found
+        polled = await manager.relay(node, sid, token, "lp:poll", {}, manager.window + 5)
+    if polled.get("status") in (200, 204):
+        polled["token"] = token  # added here: a relayed answer never carries it
+    return web.json_response(polled)
 
 
 async def longpoll_post(request: web.Request) -> web.Response:

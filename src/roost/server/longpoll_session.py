@@ -7,7 +7,8 @@ frames, each at most ``--max-frame`` bytes like a WebSocket frame.
 
 Answers (the JSON body phoenix.js reads; the HTTP status is always 200):
 
-    poll → {"status": 200, messages} | {"status": 204} | {"status": 410} (closed)
+    poll → {"status": 200, messages} | {"status": 204} | {"status": 410} (closed); the
+           handler adds the client's token (it never travels between nodes)
     post → {"status": 200} | {"status": 410} (closed, or a line that closed it)
            | {"status": 413} (a line over --max-frame: the session closes with 1009)
 """
@@ -132,10 +133,10 @@ class Session:
             self.last_seen = time.monotonic()
         if self.messages:
             messages, self.messages, self.size = self.messages, [], 0
-            return {"status": 200, "token": self.token, "messages": messages}
+            return {"status": 200, "messages": messages}
         if self.closed:
             return {"status": 410}
-        return {"status": 204, "token": self.token, "messages": []}
+        return {"status": 204, "messages": []}
 
     async def post(self, lines: list[str]) -> dict[str, Any]:
         self.last_seen = time.monotonic()
