@@ -108,7 +108,8 @@ class LongPollManager:
         """A new session; raises HistoryUnavailable when the broker cannot subscribe."""
         await self._listen()
         sid = secrets.token_urlsafe(18)
-        session = Session(self, sid, self.tokens.sign(self.endpoint.node, sid), kind)
+        token = self.tokens.sign(self.endpoint.node, sid)
+        session = Session(self.endpoint, self.forget, sid, token, kind)
         session.socket = Socket(self.endpoint, session, assigns)
         self.sessions[sid] = session
         self.endpoint.sockets.add(session.socket)

@@ -22,16 +22,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..channels import CloseSocket, Socket
+from ..channels import CloseSocket, Endpoint, Socket
 from ..protocol import BINARY, TEXT, V1, V2, Encoded, Frame
 from ..protocol.close import CLOSE_INVALID, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
 from ..pubsub import WireKind
 from ..security.lptoken import proof
-
-if TYPE_CHECKING:
-    from .longpoll import LongPollManager
 
 log = logging.getLogger("roost.longpoll")
 
@@ -83,8 +80,16 @@ def decode_line(line: str) -> tuple[int, bytes]:
 
 
 class Session:
-    def __init__(self, manager: LongPollManager, sid: str, token: str, kind: WireKind) -> None:
-        self.manager = manager
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        forget: Callable[[Session], None],
+        sid: str,
+        token: str,
+        kind: WireKind,
+    ) -> None:
+        self.endpoint = endpoint
+        self.forget = forget  # the manager's: the session is closed
         self.id = sid
         self.token = token
         #: What a relaying node sends instead of the token (see security.lptoken).
@@ -104,8 +109,8 @@ class Session:
             return
         self.messages.append(data.decode())
         self.size += len(data)
-        if self.size > self.manager.endpoint.limits.max_buffer:
-            self.manager.endpoint.stats.slow_consumers += 1
+        if self.size > self.endpoint.limits.max_buffer:
+            self.endpoint.stats.slow_consumers += 1
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return
         self._wake()
@@ -116,7 +121,7 @@ class Session:
         self.closed = True
         log.info("long-poll session closed id=%s code=%d %s", self.id, code, reason)
         self._wake()
-        self.manager.forget(self)
+        self.forget(self)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -142,7 +147,7 @@ class Session:
         self.last_seen = time.monotonic()
         if self.closed or self.socket is None:
             return {"status": 410}
-        max_frame = self.manager.endpoint.limits.max_frame
+        max_frame = self.endpoint.limits.max_frame
         async with self.lock:
             for line in lines:
                 if not line:
