@@ -190,6 +190,8 @@ async def test_forged_and_unknown_tokens_are_gone_at_once(node: Callable[..., An
         token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"),  # tampered
         token + "x",
         "lp." + "A" * 600,
+        "lp.\u00e9t\u00e9",
+        token.rpartition(".")[0] + ".\u00e9" * 10,  # non-ASCII: refused, not a 500
     ]
     for bad in forged:
         assert await call(n.lp, bad) == {"status": 410}, bad

@@ -67,7 +67,7 @@ class SessionTokens:
 
     def _split(self, token: str) -> tuple[str, str, str, float, str]:
         """(payload, node, sid, issued, signature), unchecked; BadToken if malformed."""
-        if len(token) > MAX_TOKEN or not token.startswith(PREFIX):
+        if len(token) > MAX_TOKEN or not token.isascii() or not token.startswith(PREFIX):
             raise BadToken("invalid token")
         payload, _, signature = token[len(PREFIX) :].partition(".")
         try:
