@@ -118,6 +118,8 @@ def serve(**given: Any) -> None:
         api_key=cfg.api_key or None,
         drain_window=cfg.drain_window,
         longpoll_window=cfg.longpoll_window,
+        # Long-poll tokens must verify on every node: a secret they all share.
+        longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
     )
     log.info(
         "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..pubsub import HistoryUnavailable
 from .admission import ENDPOINT_KEY
+from .body import TooLarge, read_body
 
 log = logging.getLogger("roost.api")
 
@@ -35,10 +36,9 @@ async def broadcast(request: web.Request) -> web.Response:
     offered = given[7:].strip().encode("utf-8", "surrogateescape")
     if not given.startswith("Bearer ") or not hmac.compare_digest(offered, key.encode()):
         return _error(401, "missing or wrong API key")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, "body too large")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
+    try:
+        raw = await read_body(request, MAX_BODY)
+    except TooLarge:
         return _error(413, "body too large")
     try:
         body: Any = orjson.loads(raw)

@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..channels import Endpoint
+from ..security.lptoken import SessionTokens
 from . import api
 from .admission import ENDPOINT_KEY
 from .api import API_KEY, MAX_BODY
@@ -68,18 +69,20 @@ def build_app(
     api_key: str | None = None,
     drain_window: float = 5.0,
     longpoll_window: float = 10.0,
+    longpoll_key: bytes | None = None,
 ) -> web.Application:
     """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
 
     ``api_key`` enables ``POST /api/broadcast``; ``drain_window`` spreads the
-    1012 closes on shutdown.
+    1012 closes on shutdown; ``longpoll_key`` signs long-poll session tokens (the
+    same on every node; None: a random key of this process, see security/lptoken.py).
     """
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
     app[ENDPOINT_KEY] = endpoint
     app[FLUSHER_KEY] = Flusher()
     app.router.add_get(f"{mount}/websocket", websocket_handler)
-    longpoll = LongPollManager(endpoint, longpoll_window)
+    longpoll = LongPollManager(endpoint, longpoll_window, SessionTokens(longpoll_key))
     app[LONGPOLL_KEY] = longpoll
     app.router.add_get(f"{mount}/longpoll", longpoll_get)
     app.router.add_post(f"{mount}/longpoll", longpoll_post)
