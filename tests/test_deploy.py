@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,14 @@ def test_nginx_conf_shape() -> None:
     assert timeout
     seconds = int(timeout.group(1)) * {"h": 3600, "m": 60, "s": 1, None: 1}[timeout.group(2)]
     assert seconds > 60, "sockets idle between 30 s heartbeats; long-poll GETs are held ~10 s"
+    # Per-client limits in front of roost's own, answered 429; roost is told the client.
+    assert re.search(r"limit_req_zone \$roost_new_connection zone=roost_new:\w+ rate=\d+r/s;", code)
+    assert re.search(r"limit_conn_zone \$binary_remote_addr zone=roost_open:\w+;", code)
+    assert re.search(r"limit_req zone=roost_new burst=\d+ nodelay;", socket.group(1))
+    assert re.search(r"limit_conn roost_open \d+;", socket.group(1))
+    assert re.search(r"^\s*limit_req_status 429;", code, re.M)
+    assert re.search(r"^\s*limit_conn_status 429;", code, re.M)
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in code
     assert not re.search(r"^\s*daemon\b", code, re.M), "the image starts nginx with daemon off"
     # Anything nginx writes is relative to its prefix (-p), so it runs unprivileged too.
     for path in re.findall(r"^\s*(?:pid|\w+_temp_path|error_log|access_log)\s+(\S+)", code, re.M):
@@ -244,21 +252,29 @@ class Front:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture
-def nginx_front(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Front]:
+@contextlib.contextmanager
+def run_front(
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    names: tuple[str, ...] = ("n1", "n2"),
+    node_args: tuple[str, ...] = (),
+    edit: Any = None,
+) -> Iterator[Front]:
+    """nginx (deploy/nginx.conf, ``edit``-ed if given) in front of roost nodes ``names``."""
     nginx = find_nginx()
     nodes: list[ServerProcess] = []
     proc: subprocess.Popen[bytes] | None = None
     try:
-        for name in ("n1", "n2"):
-            args = ("--redis", redis_server.url, "--api-key", API_KEY)
+        for name in names:
+            args = ("--redis", redis_server.url, "--api-key", API_KEY, *node_args)
             nodes.append(start_server(*args, node=name, log_dir=tmp_path))
         prefix = tmp_path / "nginx"
         prefix.mkdir()
         port = free_port()
         conf = prefix / "nginx.conf"
         upstreams = [f"127.0.0.1:{node.port}" for node in nodes]
-        conf.write_text(rewrite_nginx_conf((DEPLOY / "nginx.conf").read_text(), upstreams, port))
+        text = rewrite_nginx_conf((DEPLOY / "nginx.conf").read_text(), upstreams, port)
+        conf.write_text(edit(text) if edit else text)
         globals_ = "daemon off;"
         if os.geteuid() == 0:  # workers would be `nobody`, unable to enter the private tmp dir
             globals_ += " user root;"
@@ -282,6 +298,12 @@ def nginx_front(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Front]:
                 proc.wait()
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def nginx_front(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Front]:
+    with run_front(redis_server, tmp_path) as front:
+        yield front
 
 
 async def test_websockets_through_nginx_reach_both_nodes_and_chat(nginx_front: Front) -> None:
@@ -413,3 +435,73 @@ async def test_longpoll_through_nginx(nginx_front: Front) -> None:
                 lambda: any(f[3] == "new:msg" and f[4]["body"] == "to long-poll" for f in frames),
                 "the WebSocket user's message",
             )
+
+
+# -- per-client limits through nginx ---------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def http_from(address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client whose connections come from ``address`` (127.0.0.x: loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        yield http
+
+
+async def upgrade_status(http: aiohttp.ClientSession, url: str) -> int:
+    try:
+        async with http.ws_connect(f"{url}/websocket?vsn=2.0.0"):
+            return 101
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+
+
+async def test_nginx_limits_new_connections_per_client(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """deploy/nginx.conf's limit_req, slowed to 1 a minute (burst 2) so that no timing
+    matters: new long-poll sessions and upgrades past it get 429 + Retry-After from
+    nginx; polls of an existing session are not counted; other clients are not touched."""
+
+    def slow(text: str) -> str:
+        text, n = re.subn(r"rate=\d+r/s;", "rate=1r/m;", text)
+        assert n == 1
+        text, n = re.subn(r"(limit_req zone=roost_new) burst=\d+", r"\1 burst=2", text)
+        assert n == 1
+        return text
+
+    args = ("--longpoll-window", "1", "--trusted-proxy", "127.0.0.1")
+    with run_front(redis_server, tmp_path, ("n1",), args, slow) as front:
+        lp = f"{front.url}/socket/longpoll"
+        async with http_from("127.0.0.1") as http:
+            answers = []
+            for _ in range(5):
+                async with http.get(lp, params={"vsn": "2.0.0"}) as resp:
+                    text = await resp.text()
+                    answers.append((resp.status, resp.headers.get("Retry-After"), text))
+            assert [a[0] for a in answers] == [200, 200, 200, 429, 429], answers
+            assert answers[3][1:] == ("1", "too many connections\n"), answers[3]
+            token = json.loads(answers[0][2])["token"]
+            for _ in range(3):  # polls of the session: not new connections
+                async with http.get(lp, params={"vsn": "2.0.0", "token": token}) as resp:
+                    assert resp.status == 200
+                    assert (await resp.json(content_type=None))["status"] in (200, 204)
+            assert await upgrade_status(http, front.ws_url) == 429
+        async with http_from("127.0.0.2") as other:
+            assert await upgrade_status(other, front.ws_url) == 101
+
+
+async def test_roost_behind_nginx_limits_each_forwarded_client(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """With --trusted-proxy naming nginx, roost's per-client cap counts each client behind
+    it (by the X-Forwarded-For entry nginx appended), not nginx as one client."""
+    args = ("--trusted-proxy", "127.0.0.1", "--max-connections-per-ip", "1")
+    with run_front(redis_server, tmp_path, ("n1",), args) as front:
+        async with (
+            http_from("127.0.0.2") as two,
+            two.ws_connect(f"{front.ws_url}/websocket?vsn=2.0.0"),
+        ):
+            assert await upgrade_status(two, front.ws_url) == 429  # roost: its cap of 1
+            async with http_from("127.0.0.1") as one:
+                assert await upgrade_status(one, front.ws_url) == 101

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from .cli_support import use_uvloop
-from .config import ServeConfig, options
+from .config import ServeConfig, expand, options
 
 log = logging.getLogger("roost.cli")
 
@@ -111,8 +111,9 @@ def serve(**given: Any) -> None:
             rooms=frozenset(_split(cfg.rooms)) if cfg.rooms else None,
             private=tuple(_split(cfg.private_rooms)),
         ),
-        origins=OriginPolicy(_expand(cfg.allowed_origins)),
+        origins=OriginPolicy(expand(cfg.allowed_origins)),
     )
+    endpoint.proxies = cfg.proxies()
     app = build_app(
         endpoint,
         api_key=cfg.api_key or None,
@@ -140,12 +141,7 @@ def serve(**given: Any) -> None:
 
 
 def _split(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _expand(values: tuple[str, ...]) -> list[str]:
-    """Repeated options and comma lists (the env var form) alike."""
-    return [item for value in values for item in _split(value)]
+    return expand((text,))
 
 
 @main.command()

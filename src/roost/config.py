@@ -14,6 +14,7 @@ from typing import Any
 from .channels import Limits
 from .channels.presence import Presence
 from .pubsub import HistoryPolicy
+from .security.clientip import TrustedProxies
 from .server import build_app
 
 
@@ -179,6 +180,33 @@ class ServeConfig:
         "ROOST_MAX_CONNECTIONS",
         "Sockets per node; beyond: HTTP 503.",
     )
+    max_connections_per_ip: int = opt(
+        L.max_connections_per_ip,
+        "--max-connections-per-ip",
+        "ROOST_MAX_CONNECTIONS_PER_IP",
+        "Open sockets and long-poll sessions per client address (IPv6: per /64) on this "
+        "node, so that one client cannot fill --max-connections; beyond: HTTP 429 (0: no cap).",
+    )
+    conn_rate: float = opt(
+        L.conn_rate,
+        "--conn-rate",
+        "ROOST_CONN_RATE",
+        "New sockets and long-poll sessions per second per client address "
+        "(0: unlimited); beyond: HTTP 429 with Retry-After.",
+    )
+    conn_burst: float = opt(
+        L.conn_burst, "--conn-burst", "ROOST_CONN_BURST", "New connections saved up per address."
+    )
+    trusted_proxies: tuple[str, ...] = opt(
+        (),
+        "--trusted-proxy",
+        "ROOST_TRUSTED_PROXIES",
+        "Address or CIDR of a proxy in front of roost (repeatable, or a comma list). "
+        "Only from these peers is X-Forwarded-For read: the client is its right-most "
+        "address that is not a trusted proxy. Default: none (the peer is the client).",
+        multiple=True,
+        show_default=False,
+    )
     api_key: str = opt(
         "",
         "--api-key",
@@ -226,6 +254,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.require_token and not self.secret:
             raise ValueError("--require-token needs a secret (--secret or ROOST_SECRET)")
+        self.proxies()  # a bad CIDR is a usage error, not a crash at the first request
 
     def limits(self) -> Limits:
         return Limits(
@@ -238,7 +267,13 @@ class ServeConfig:
             join_rate=self.join_rate,
             join_burst=self.join_burst,
             max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+            conn_rate=self.conn_rate,
+            conn_burst=self.conn_burst,
         )
+
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies(expand(self.trusted_proxies))
 
     def redis_tls(self) -> dict[str, str]:
         """redis-py's TLS keyword arguments for the files given."""
@@ -248,6 +283,11 @@ class ServeConfig:
             ("ssl_keyfile", self.redis_key),
         )
         return {name: value for name, value in pairs if value}
+
+
+def expand(values: tuple[str, ...]) -> list[str]:
+    """Repeated options and comma lists (the env var form) alike."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def options() -> list[tuple[str, Any, Option]]:

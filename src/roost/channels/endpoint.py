@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..pubsub import HistoryPolicy, PubSub
+from ..security.clientip import TrustedProxies
 from ..security.origin import OriginPolicy
 from .limits import EndpointStats, Limits
 from .presence import Presence
@@ -29,6 +30,52 @@ class ConnectRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Sockets:
+    """The node's open sockets, counted per client (``Socket.peer``) as they come and go.
+
+    Set-like for every transport and reader: ``add``, ``discard``, ``len``, ``in``,
+    iteration; ``count(peer)`` is what the per-client cap reads. A socket's ``peer``
+    must not change while it is in here.
+    """
+
+    __slots__ = ("_all", "_per_peer")
+
+    def __init__(self) -> None:
+        self._all: set[Socket] = set()
+        self._per_peer: dict[str, int] = {}
+
+    def add(self, socket: Socket) -> None:
+        if socket in self._all:
+            return
+        self._all.add(socket)
+        if socket.peer is not None:
+            self._per_peer[socket.peer] = self._per_peer.get(socket.peer, 0) + 1
+
+    def discard(self, socket: Socket) -> None:
+        if socket not in self._all:
+            return
+        self._all.discard(socket)
+        peer = socket.peer
+        if peer is not None:
+            left = self._per_peer[peer] - 1
+            if left:
+                self._per_peer[peer] = left
+            else:
+                del self._per_peer[peer]
+
+    def count(self, peer: str) -> int:
+        return self._per_peer.get(peer, 0)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[Socket]:
+        return iter(self._all)
+
+    def __contains__(self, socket: object) -> bool:
+        return socket in self._all
 
 
 def _accept_all(params: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
@@ -51,8 +98,10 @@ class Endpoint:
     history: HistoryPolicy = field(default_factory=HistoryPolicy)
     presence: Presence | None = None
     origins: OriginPolicy = field(default_factory=OriginPolicy)
+    #: Whose X-Forwarded-For names the client (``--trusted-proxy``; none by default).
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
     settings: dict[str, Any] = field(default_factory=dict)  # the application's own
-    sockets: set[Socket] = field(default_factory=set)
+    sockets: Sockets = field(default_factory=Sockets)
     draining: bool = False
     stats: EndpointStats = field(default_factory=EndpointStats)
     #: Seconds, monotonic: the rate limits' clock (tests pass their own and never sleep).
@@ -85,4 +134,4 @@ class Endpoint:
         return dict(result)
 
 
-__all__ = ["ConnectHook", "ConnectRefused", "Endpoint", "EndpointStats", "Limits"]
+__all__ = ["ConnectHook", "ConnectRefused", "Endpoint", "EndpointStats", "Limits", "Sockets"]

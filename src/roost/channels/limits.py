@@ -29,6 +29,12 @@ class Limits:
     join_burst: float = 100.0
     abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
     max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
+    # Per client address (clientip.client_key; 0: unlimited), for WebSocket upgrades and
+    # long-poll sessions alike: new connections a second / saved up, and open at once.
+    # Beyond either: HTTP 429 with Retry-After. One client cannot fill max_connections.
+    conn_rate: float = 10.0
+    conn_burst: float = 50.0
+    max_connections_per_ip: int = 500
 
 
 @dataclass
@@ -45,6 +51,7 @@ class EndpointStats:
     slow_consumers: int = 0
     connections_total: int = 0
     refused: int = 0
+    throttled: int = 0  # new connections answered 429 (per-client rate or cap)
 
 
 class SocketEndpoint(ChannelEndpoint, Protocol):

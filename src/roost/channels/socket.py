@@ -69,13 +69,19 @@ class Socket:
         "channels",
         "closed",
         "endpoint",
+        "peer",
         "serializer",
         "stats",
         "wire",
     )
 
-    def __init__(self, endpoint: Endpoint, wire: Wire, assigns: dict[str, Any]) -> None:
+    def __init__(
+        self, endpoint: Endpoint, wire: Wire, assigns: dict[str, Any], peer: str | None = None
+    ) -> None:
         self.endpoint = endpoint
+        #: The client as per-client limits count it (``security.clientip.client_key``);
+        #: fixed before the socket joins ``endpoint.sockets``.
+        self.peer = peer
         self.wire = wire
         self.serializer = wire.kind.serializer
         self.assigns = assigns

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..channels import Endpoint
 from ..security.lptoken import SessionTokens
 from . import api
-from .admission import ENDPOINT_KEY
+from .admission import BUCKETS_KEY, ENDPOINT_KEY, carry_retry_after, client_buckets
 from .api import API_KEY, MAX_BODY
 from .drain import drain
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
@@ -26,16 +26,24 @@ PAGE_CSP = (
 )
 
 
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "no-referrer",
+}
+
+
 async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(
-        STATIC / "index.html",
-        headers={
-            "Content-Security-Policy": PAGE_CSP,
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-cache",
-        },
-    )
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: nosniff; every HTML page (``/``, ``/static/index.html``, any other
+    route to it): the page's CSP, no framing, no referrer."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.content_type == "text/html":
+        for name, value in PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -79,8 +87,11 @@ def build_app(
     """
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(_security_headers)
+    app.on_response_prepare.append(carry_retry_after)
     app[ENDPOINT_KEY] = endpoint
     app[FLUSHER_KEY] = Flusher()
+    app[BUCKETS_KEY] = client_buckets(endpoint)
     app.router.add_get(f"{mount}/websocket", websocket_handler)
     longpoll = LongPollManager(endpoint, longpoll_window, SessionTokens(longpoll_key))
     app[LONGPOLL_KEY] = longpoll

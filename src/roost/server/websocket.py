@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -12,17 +13,26 @@ from aiohttp import WSMsgType, web
 from ..channels import CloseSocket, Socket
 from ..protocol import BINARY, TEXT
 from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
-from .admission import ENDPOINT_KEY, admit
+from .admission import ENDPOINT_KEY, admit, client_of
 from .wswire import WS_KINDS, Flusher, WsWire
 
 log = logging.getLogger("roost.websocket")
 
 TOKEN_PREFIX = "base64url.bearer.phx."
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 FLUSHER_KEY: web.AppKey[Flusher] = web.AppKey("flusher", Flusher)
 
 
+class BadToken(ValueError):
+    """A ``base64url.bearer.phx.`` subprotocol whose token is not base64url UTF-8 (HTTP 403)."""
+
+
 def subprotocol_token(header: str) -> tuple[str | None, bool]:
-    """The auth token a client sent in Sec-WebSocket-Protocol (phoenix.js ``authToken``)."""
+    """The auth token a client sent in Sec-WebSocket-Protocol (phoenix.js ``authToken``).
+
+    A token that was sent must be valid: one that does not decode raises BadToken
+    (refused with 403) rather than passing as no token at all.
+    """
     token = None
     has_phoenix = False
     for item in header.split(","):
@@ -31,16 +41,21 @@ def subprotocol_token(header: str) -> tuple[str | None, bool]:
             has_phoenix = True
         elif item.startswith(TOKEN_PREFIX):
             raw = item[len(TOKEN_PREFIX) :]
+            if not BASE64URL.fullmatch(raw):
+                raise BadToken("bad token encoding")
             try:
                 token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-            except (ValueError, UnicodeDecodeError):
-                token = None
+            except (ValueError, UnicodeError):  # a length of 4n+1, or not UTF-8
+                raise BadToken("bad token encoding") from None
     return token, has_phoenix
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     endpoint = request.app[ENDPOINT_KEY]
-    token, has_phoenix = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol", ""))
+    try:
+        token, has_phoenix = subprotocol_token(request.headers.get("Sec-WebSocket-Protocol", ""))
+    except BadToken as exc:
+        return web.Response(status=403, text=f"{exc}\n")
     admitted = await admit(request, endpoint, dict(request.query), token, "websocket")
     if isinstance(admitted, web.Response):
         return admitted
@@ -63,7 +78,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         WS_KINDS[serializer.vsn], transport, limits.max_buffer, stats, request.app[FLUSHER_KEY]
     )
     stats.connections_total += 1
-    socket = Socket(endpoint, wire, assigns)
+    socket = Socket(endpoint, wire, assigns, client_of(request))
     endpoint.sockets.add(socket)
     idle = IdleTimer(wire, limits.idle_timeout)
     # The read loop lives here, not in a helper: every idle connection keeps this
