@@ -67,6 +67,9 @@ class ServerProcess:
         return self.proc.returncode
 
 
+UNLIMITED_CLIENTS = {"ROOST_CONN_RATE": "0", "ROOST_MAX_CONNECTIONS_PER_IP": "0"}
+
+
 def start_server(
     *args: str,
     port: int | None = None,
@@ -79,7 +82,9 @@ def start_server(
     port = port or free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"roost-{node}-{port}-{time.monotonic_ns()}.log"
-    full_env = {**os.environ, **(env or {})}
+    # Every test client comes from 127.0.0.1: the per-client limits (issue 14) are off unless
+    # a test turns them on with flags (flags win over the environment).
+    full_env = {**os.environ, **UNLIMITED_CLIENTS, **(env or {})}
     full_env.pop("PORT", None)
     full_env.pop("NODE", None)
     cmd = [

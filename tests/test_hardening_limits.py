@@ -91,25 +91,20 @@ async def test_a_longpoll_session_flood_cannot_lock_out_the_node(local_server: A
     created = [a for a in answers if a[0] == 410]
     refused = [a for a in answers if a[0] != 410]
     assert len(created) == Limits().conn_burst, answers[:3]
-    # The status in the body is longpoll.py's to choose (429, or 500 that phoenix.js
-    # retries with backoff); the Retry-After header is admission's.
-    assert refused and all(a in ((429, "1"), (500, "1")) for a in refused), refused[:3]
+    # The status in the body is 500, which phoenix.js retries with backoff (it throws on
+    # a 429); the Retry-After header is admission's.
+    assert refused and all(a == (500, "1") for a in refused), refused[:3]
     # The flooding client's bucket refills with time (the endpoint's clock): one more.
     clock.now += 1 / Limits().conn_rate
-    assert [status for status, _ in await new_sessions(server.url, 2)] == [410, 429]
+    assert [status for status, _ in await new_sessions(server.url, 2)] == [410, 500]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="longpoll.py must hand the client to its Socket: "
-    "Socket(endpoint, session, assigns, client_of(request)) (issue 14, lead)",
-)
 async def test_longpoll_sessions_count_against_the_client_cap(local_server: Any) -> None:
     endpoint = endpoint_with(Clock(), conn_rate=0, max_connections_per_ip=3)
     server = await local_server(endpoint)
     answers = await new_sessions(server.url, 5)
     assert [status for status, _ in answers[:3]] == [410] * 3, answers
-    assert answers[3][1] == "5" and answers[3][0] in (429, 500), answers
+    assert answers[3][1] == "5" and answers[3][0] == 500, answers
     assert endpoint.sockets.count("127.0.0.1") == 3
 
 
@@ -125,6 +120,12 @@ async def test_websocket_upgrades_are_rate_limited_per_client(local_server: Any)
     # Another address has its own bucket.
     async with from_other_address(server.ws_url):
         pass
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+        assert 'roost_connections_throttled_total{node="' in (text := await resp.text())
+        assert any(
+            line.startswith("roost_connections_throttled_total") and line.endswith(" 2.0")
+            for line in text.splitlines()
+        ), text
     for ws in (*kept, more):
         await ws.close()
 

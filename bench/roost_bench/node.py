@@ -64,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg_rate=args.msg_rate,
         join_rate=args.join_rate,
         max_connections=args.max_connections,
+        conn_rate=0,  # every benchmark client comes from loopback
+        max_connections_per_ip=0,
     )
     endpoint = create_endpoint(args.node, broker, limits=limits)
     endpoint.router.channel("bench:*", BenchChannel)

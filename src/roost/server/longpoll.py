@@ -40,7 +40,7 @@ from ..protocol import Encoded
 from ..protocol.close import CLOSE_GOING_AWAY
 from ..pubsub import HistoryUnavailable, WireKind
 from ..security.lptoken import PREFIX, BadToken, SessionTokens, proof
-from .admission import ENDPOINT_KEY, admit
+from .admission import ENDPOINT_KEY, admit, client_of
 from .body import TooLarge, read_body
 from .longpoll_session import LP_KINDS, Listener, Session
 
@@ -104,13 +104,15 @@ class LongPollManager:
                 await self.endpoint.pubsub.subscribe(node_topic(self.endpoint.node), self._relays)
                 self._listening = True
 
-    async def create(self, kind: WireKind, assigns: dict[str, Any]) -> Session:
+    async def create(
+        self, kind: WireKind, assigns: dict[str, Any], peer: str | None = None
+    ) -> Session:
         """A new session; raises HistoryUnavailable when the broker cannot subscribe."""
         await self._listen()
         sid = secrets.token_urlsafe(18)
         token = self.tokens.sign(self.endpoint.node, sid)
         session = Session(self.endpoint, self.forget, sid, token, kind)
-        session.socket = Socket(self.endpoint, session, assigns)
+        session.socket = Socket(self.endpoint, session, assigns, peer)  # counted per client
         self.sessions[sid] = session
         self.endpoint.sockets.add(session.socket)
         self.endpoint.stats.connections_total += 1
@@ -259,11 +261,14 @@ async def _open(request: web.Request, manager: LongPollManager) -> web.Response:
         "longpoll",
     )
     if isinstance(admitted, web.Response):
-        # phoenix.js LongPoll reads the status from the body (403: refused).
-        return web.json_response({"status": admitted.status, "messages": []})
+        # phoenix.js LongPoll reads the status from the body: 403 is a refusal; it throws
+        # on any status it does not know (429, 503), and retries 500 with backoff. The
+        # Retry-After header of a 429/503 stays on the response (admission's hook).
+        status = 403 if admitted.status == 403 else 500
+        return web.json_response({"status": status, "messages": []})
     serializer, assigns = admitted
     try:
-        created = await manager.create(LP_KINDS[serializer.vsn], assigns)
+        created = await manager.create(LP_KINDS[serializer.vsn], assigns, client_of(request))
     except HistoryUnavailable:  # phoenix.js closes and retries on 500
         return web.json_response({"status": 500, "messages": []})
     return web.json_response({"status": 410, "token": created.token, "messages": []})
