@@ -18,10 +18,12 @@ from typing import Any
 from ...pubsub.history import StoredMessage
 
 # Lua helpers: this Redis instance's generation (its run id: new at every restart or
-# failover) and its clock in milliseconds, for epochs and empty positions.
+# failover; "-" where INFO is not allowed) and its clock in milliseconds, for epochs
+# and empty positions.
 _STAMP = """
 local function stamp()
-  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x%x%x%x%x%x%x%x)')
+  local info = redis.pcall('INFO', 'server')
+  local run = type(info) == 'string' and string.match(info, 'run_id:(%x%x%x%x%x%x%x%x)') or '-'
   local t = redis.call('TIME')
   return run .. '.' .. t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
