@@ -68,7 +68,7 @@ def serve(**given: Any) -> None:
     """Run a node: the chat page at / and the Phoenix socket at /socket."""
 
     from .chat import ChatSettings, create_endpoint
-    from .pubsub import Broker, HistoryPolicy
+    from .pubsub import Broker
     from .security.origin import OriginPolicy
     from .server import build_app
     from .server.logs import setup_logging
@@ -102,7 +102,7 @@ def serve(**given: Any) -> None:
         broker,
         echo=cfg.echo,
         limits=cfg.limits(),
-        history=HistoryPolicy(max_len=cfg.history_size, max_age=cfg.history_ttl),
+        history=cfg.history(),
         presence_timeout=cfg.presence_timeout,
         presence_batch=cfg.presence_batch,
         settings=ChatSettings(

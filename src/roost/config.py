@@ -235,6 +235,20 @@ class ServeConfig:
     history_ttl: float = opt(
         H.max_age, "--history-ttl", "ROOST_HISTORY_TTL", "Seconds a message stays in history."
     )
+    history_bytes: int = opt(
+        H.max_bytes,
+        "--history-bytes",
+        "ROOST_HISTORY_BYTES",
+        "Bytes of history kept per room (oldest messages dropped first).",
+        minimum=1,
+    )
+    history_rooms: int = opt(
+        H.max_rooms,
+        "--history-rooms",
+        "ROOST_HISTORY_ROOMS",
+        "Rooms with history per node (memory broker; an idle room is evicted first).",
+        minimum=1,
+    )
     presence_batch: float = opt(
         _default(Presence.__init__, "batch"),
         "--presence-batch",
@@ -274,6 +288,14 @@ class ServeConfig:
 
     def proxies(self) -> TrustedProxies:
         return TrustedProxies(expand(self.trusted_proxies))
+
+    def history(self) -> HistoryPolicy:
+        return HistoryPolicy(
+            max_len=self.history_size,
+            max_age=self.history_ttl,
+            max_bytes=self.history_bytes,
+            max_rooms=self.history_rooms,
+        )
 
     def redis_tls(self) -> dict[str, str]:
         """redis-py's TLS keyword arguments for the files given."""

@@ -69,7 +69,7 @@ async def publish_async(
             keys=[keys.history_meta(topic), keys.history_stream(topic)],
             args=[
                 os.urandom(6).hex(), channel, NODE, next(_SEQ), topic, event, encoded.data,
-                "", ts, policy.max_len, policy.max_age_ms, mac or "",
+                "", ts, policy.max_len, policy.max_age_ms, mac or "", policy.max_bytes,
             ],
         )  # fmt: skip
         return int(result[0])

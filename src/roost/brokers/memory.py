@@ -3,8 +3,15 @@
 With no hub a node is alone and ``publish`` has nothing to do: PubSub already
 delivers locally. Brokers sharing a ``MemoryHub`` deliver to each other, which is how
 tests run several nodes in one process without Redis. History lives in a ring
-buffer per topic; its epoch is new every time the process starts (and for a room
-dropped to keep the number of rooms bounded).
+buffer per topic, capped by count, age and bytes (``HistoryPolicy``).
+
+Only a stored broadcast creates a topic's history: reading one that has none answers
+with an empty position and keeps nothing, so invented room names cost nothing. At
+most ``max_rooms`` topics keep history; a new one evicts the least recently written
+topic that no node of the hub is subscribed to (an idle room), and when every one
+has subscribers the publish is refused (``HistoryUnavailable``: the client's push
+gets ``temporarily unavailable``). An eviction starts a new generation of the hub,
+so empty positions read before it recover nothing after it (``pubsub.history``).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ..protocol import Encoded
@@ -19,32 +27,68 @@ from ..pubsub.broker import Broker, Deliver, Lost
 from ..pubsub.envelope import Envelope
 from ..pubsub.history import (
     HistoryPolicy,
+    HistoryUnavailable,
     Position,
     Recovery,
     StoredMessage,
+    empty_epoch,
+    new_epoch,
     recover_from,
     with_offset,
 )
 from ..pubsub.presence import Changed, Entry, PresenceStore, Resync
 
 
+def _nonce(size: int = 4) -> str:
+    return os.urandom(size).hex()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @dataclass
 class _Topic:
+    epoch: str  # begun by the topic's first stored broadcast
     offset: int = 0
+    size: int = 0  # bytes of the stored messages (events and payloads)
     messages: deque[StoredMessage] = field(default_factory=deque)
-    # New with every history: a process start, or the room dropped and begun again.
-    epoch: str = field(default_factory=lambda: os.urandom(6).hex())
 
 
 class MemoryHub:
-    """Shared state of in-process nodes. History keeps at most ``max_topics`` rooms,
-    the least recently written dropped first (memory stays bounded whatever room names
-    clients invent)."""
+    """Shared state of in-process nodes: the topics with history, least recently
+    written first. ``max_topics`` overrides the policy's ``max_rooms``."""
 
-    def __init__(self, max_topics: int = 10_000) -> None:
+    def __init__(self, max_topics: int | None = None) -> None:
         self.brokers: list[MemoryBroker] = []
         self.topics: OrderedDict[str, _Topic] = OrderedDict()
         self.max_topics = max_topics
+        self.generation = _nonce()  # new at every eviction
+        self.evicted = 0
+
+    def subscribed(self, topic: str) -> bool:
+        return any(topic in broker.topics for broker in self.brokers)
+
+    def written(self, topic: str, policy: HistoryPolicy) -> _Topic:
+        """The topic's history, begun (room made for it) if it has none."""
+        state = self.topics.get(topic)
+        if state is not None:
+            self.topics.move_to_end(topic)
+            return state
+        limit = self.max_topics if self.max_topics is not None else policy.max_rooms
+        if len(self.topics) >= limit:
+            idle = next(self._idle(), None)
+            if idle is None:
+                raise HistoryUnavailable(f"{limit} rooms with history, none idle")
+            # Its offsets restart in a new epoch; empty positions read before are stale.
+            del self.topics[idle]
+            self.evicted += 1
+            self.generation = _nonce()
+        state = self.topics[topic] = _Topic(new_epoch(self.generation, _now_ms(), _nonce(6)))
+        return state
+
+    def _idle(self) -> Iterator[str]:
+        return (topic for topic in self.topics if not self.subscribed(topic))
 
 
 class MemoryBroker(Broker):
@@ -88,41 +132,41 @@ class MemoryBroker(Broker):
     # -- history -----------------------------------------------------------------------
     async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
         """Store and publish; return the envelope with its offset (PubSub delivers it)."""
-        topics = self.hub.topics
-        state = topics.get(envelope.topic)
-        if state is None:
-            state = topics[envelope.topic] = _Topic()
-            while len(topics) > self.hub.max_topics:
-                # A dropped room's epoch effectively changes: its offsets restart.
-                topics.popitem(last=False)
-        else:
-            topics.move_to_end(envelope.topic)
+        state = self.hub.written(envelope.topic, policy)
         state.offset += 1
         payload = with_offset(envelope.payload.data, state.offset)
-        now = int(time.time() * 1000)
-        state.messages.append(StoredMessage(state.offset, envelope.event, payload, now))
+        now = _now_ms()
+        stored = StoredMessage(state.offset, envelope.event, payload, now)
+        state.messages.append(stored)
+        state.size += _size(stored)
         _trim(state, policy, now)
-        stored = replace(envelope, payload=Encoded(payload), offset=state.offset, epoch=state.epoch)
-        await self.publish(stored)
-        return stored
+        out = replace(envelope, payload=Encoded(payload), offset=state.offset, epoch=state.epoch)
+        await self.publish(out)
+        return out
 
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
-        state = self.hub.topics.get(topic)
-        if state is None:  # remembered from the first read on, so the epoch holds
-            state = self.hub.topics[topic] = _Topic()
-            while len(self.hub.topics) > self.hub.max_topics:
-                self.hub.topics.popitem(last=False)
-        now = int(time.time() * 1000)
+        now = _now_ms()
+        state = self.hub.topics.get(topic)  # none: an empty position, nothing kept
+        if state is None:
+            return recover_from(
+                since, Position(0, empty_epoch(self.hub.generation, now)), [], policy, now
+            )
         return recover_from(
             since, Position(state.offset, state.epoch), list(state.messages), policy, now
         )
 
 
+def _size(m: StoredMessage) -> int:
+    return len(m.event) + len(m.payload)
+
+
 def _trim(state: _Topic, policy: HistoryPolicy, now_ms: int) -> None:
-    while len(state.messages) > policy.max_len:
-        state.messages.popleft()
-    while state.messages and now_ms - state.messages[0].ts_ms > policy.max_age_ms:
-        state.messages.popleft()
+    """Oldest first, while over the count or the bytes (the newest stays), or too old."""
+    messages = state.messages
+    while len(messages) > 1 and (len(messages) > policy.max_len or state.size > policy.max_bytes):
+        state.size -= _size(messages.popleft())
+    while messages and now_ms - messages[0].ts_ms > policy.max_age_ms:
+        state.size -= _size(messages.popleft())
 
 
 class MemoryPresenceStore:

@@ -6,11 +6,16 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
+
 from ..pubsub import Position
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_NAME = 32
-MAX_BODY = 2000
+MAX_BODY = 2000  # characters
+# ... and bytes as stored (orjson's encoding): any 2,000 printable characters fit (at
+# most 4 bytes each in UTF-8), control characters (6-byte escapes each) do not.
+MAX_BODY_BYTES = 8192
 
 
 class Invalid(Exception):
@@ -79,7 +84,7 @@ def body(payload: Any) -> str:
     text = text.strip()
     if not text:
         raise Invalid("empty body")
-    if len(text) > MAX_BODY:
+    if len(text) > MAX_BODY or len(orjson.dumps(text)) > MAX_BODY_BYTES:
         raise Invalid("body too long")
     return text
 

@@ -6,6 +6,16 @@ broker restarted). A client that saw offset N of epoch E asks for everything aft
 N: it gets all of it (``recovered``), or — when the epoch changed or the messages
 after N have left the window (count or age) — ``recovered: False`` and the latest
 messages instead. Never a partial recovery.
+
+Reading creates nothing. A topic with no history answers with an *empty position*:
+offset 0 and an epoch ``~<generation>.<ms>`` stamped with the store's generation (a
+Redis instance's run id, a memory hub's id) and the time of the read. The first
+stored broadcast begins the real epoch ``<generation>.<ms>.<nonce>``, offsets from 1.
+A client whose cursor is an empty position (offset 0, or advanced by the broadcasts
+it then received) recovers from the topic's epoch if that epoch is the first one
+begun after its read: same generation (no restart or eviction lost one) and begun
+within ``max_age`` of the read (an earlier one would have had to expire first, which
+takes ``max_age``). Anything else is ``recovered: False``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ class HistoryPolicy:
     max_len: int = 100
     max_age: float = 24 * 3600.0
     recent: int = 50  # how many messages a join without ``since`` gets
+    max_bytes: int = 1024 * 1024  # stored bytes per topic, oldest messages dropped first
+    max_rooms: int = 1000  # topics with history per node (memory broker)
 
     @property
     def max_age_ms(self) -> int:
@@ -60,6 +72,34 @@ def with_offset(payload: bytes, offset: int) -> bytes:
     return payload[:-1] + b',"offset":%d}' % offset
 
 
+def empty_epoch(generation: str, now_ms: int) -> str:
+    """The epoch of an empty position: nothing stored at ``now_ms``."""
+    return f"~{generation}.{now_ms}"
+
+
+def new_epoch(generation: str, now_ms: int, nonce: str) -> str:
+    """A history's epoch, begun at ``now_ms`` by its first stored broadcast."""
+    return f"{generation}.{now_ms}.{nonce}"
+
+
+def is_empty(epoch: str) -> bool:
+    return epoch.startswith("~")
+
+
+def _stamp(epoch: str) -> tuple[str, int] | None:
+    parts = epoch.removeprefix("~").split(".")
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def first_after(empty: str, epoch: str, max_age_ms: int) -> bool:
+    """``epoch`` is the first history (or empty position) of its topic after the
+    empty position ``empty``: same generation, stamped within ``max_age_ms`` after."""
+    a, b = _stamp(empty), _stamp(epoch)
+    return a is not None and b is not None and a[0] == b[0] and 0 <= b[1] - a[1] < max_age_ms
+
+
 def recover_from(
     since: Position | None,
     current: Position,
@@ -73,6 +113,13 @@ def recover_from(
     """
     fresh = [m for m in window if now_ms - m.ts_ms <= policy.max_age_ms]
     latest = Recovery(current, False, fresh[-policy.recent :] if policy.recent else [])
+    if since is not None and is_empty(since.epoch) and since.epoch != current.epoch:
+        # A cursor begun on an empty topic: offsets 1.. of the next history are its own.
+        if not first_after(since.epoch, current.epoch, policy.max_age_ms):
+            return latest
+        if is_empty(current.epoch):
+            return Recovery(current, since.offset == 0, [])
+        since = Position(since.offset, current.epoch)
     if since is None or since.epoch != current.epoch or since.offset > current.offset:
         return latest
     if since.offset == current.offset:

@@ -247,6 +247,7 @@ class RedisBroker(Broker):
             policy.max_len,
             policy.max_age_ms,
             self._sign(envelope, payload.data, ts) or "",
+            policy.max_bytes,
         ]
         offset, epoch = await self.publisher.stored(keys, args)
         return Envelope(

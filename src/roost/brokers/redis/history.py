@@ -1,11 +1,12 @@
 """History in Redis: a stream and a meta hash per topic, written by one Lua script.
 
-    hash   <prefix>:<app>:m:{topic}   epoch, offset
+    hash   <prefix>:<app>:m:{topic}   epoch, offset, bytes (of the stream's fields)
     stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms),
                                       n (origin node), s (signature, or "")
 
-``PUBLISH_STORED`` bumps the offset, splices it into the payload, XADDs (capped by
-count), refreshes both keys' TTL (the age cap) and PUBLISHes the envelope — in one
+Both keys are written only by ``PUBLISH_STORED``: reading a topic creates nothing.
+It bumps the offset, splices it into the payload, XADDs (capped by count and by
+bytes), refreshes both keys' TTL (the age cap) and PUBLISHes the envelope — in one
 script, so the offset a client sees always matches the stream. The ``{topic}`` hash
 tag keeps a topic's keys (and its sharded channel) in one Cluster slot.
 """
@@ -16,11 +17,29 @@ from typing import Any
 
 from ...pubsub.history import StoredMessage
 
-PUBLISH_STORED = """
+# Lua helpers: this Redis instance's generation (its run id: new at every restart or
+# failover; "-" where INFO is not allowed) and its clock in milliseconds, for epochs
+# and empty positions.
+_STAMP = """
+local function stamp()
+  local info = redis.pcall('INFO', 'server')
+  local run = type(info) == 'string' and string.match(info, 'run_id:(%x%x%x%x%x%x%x%x)') or '-'
+  local t = redis.call('TIME')
+  return run .. '.' .. t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+"""
+
+# ARGV: 1 nonce, 2 channel, 3 node, 4 seq, 5 topic, 6 event, 7 payload, 8 exclude,
+# 9 ts, 10 max entries, 11 max age (ms), 12 signature, 13 max bytes. The meta counts
+# the bytes of the stream's fields; the oldest entries go while there are more than
+# max entries or max bytes (the newest one always stays).
+PUBLISH_STORED = (
+    _STAMP
+    + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  epoch = stamp() .. '.' .. ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0)
 end
 local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local p = ARGV[7]
@@ -29,8 +48,21 @@ if p == '{}' then
 else
   p = string.sub(p, 1, -2) .. ',"offset":' .. off .. '}'
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[10], off .. '-0', 'e', ARGV[6], 'p', p, 't', ARGV[9],
+redis.call('XADD', KEYS[2], off .. '-0', 'e', ARGV[6], 'p', p, 't', ARGV[9],
            'n', ARGV[3], 's', ARGV[12])
+local size = 5 + #ARGV[6] + #p + #ARGV[9] + #ARGV[3] + #ARGV[12]
+local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', size)
+local len = redis.call('XLEN', KEYS[2])
+local max_len, max_bytes = tonumber(ARGV[10]), tonumber(ARGV[13])
+while len > 1 and (len > max_len or bytes > max_bytes) do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  local gone = 0
+  for _, v in ipairs(oldest[2]) do gone = gone + #v end
+  redis.call('XDEL', KEYS[2], oldest[1])
+  bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -gone)
+  len = len - 1
+end
+if bytes < 0 then redis.call('HSET', KEYS[1], 'bytes', 0) end
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, false,
@@ -38,25 +70,26 @@ local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, f
 redis.call('PUBLISH', ARGV[2], env)
 return {off, epoch}
 """
+)
 
-# Current position (creating the meta with a fresh epoch if the topic has none) and
-# the stored entries: after ARGV[3] when it is >= 0, else the newest ARGV[4].
-READ = """
+# The current position and the stored entries: after ARGV[1] when it is >= 0, else
+# the newest ARGV[2]. Creates nothing: a topic without history answers with an empty
+# position (offset 0, epoch ``~<stamp>``, see ``pubsub.history``).
+READ = (
+    _STAMP
+    + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
+if not epoch then return {'~' .. stamp(), 0, {}} end
 local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 local entries
-if tonumber(ARGV[3]) >= 0 then
-  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])
+if tonumber(ARGV[1]) >= 0 then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 else
-  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
 end
 return {epoch, top, entries}
 """
+)
 
 
 # A topic's position and the entries after a cursor, for catch-ups and gap fills. Does

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import time
 
 from ...pubsub.history import (
@@ -63,22 +62,20 @@ class HistoryReader:
         now = int(time.time() * 1000)
         try:
             if since is not None:
-                current, window = await self._read(topic, since.offset, policy.max_len + 1, policy)
+                current, window = await self._read(topic, since.offset, policy.max_len + 1)
                 recovery = recover_from(since, current, window, policy, now)
                 if recovery.recovered:
                     return recovery
-            current, window = await self._read(topic, -1, policy.recent, policy)
+            current, window = await self._read(topic, -1, policy.recent)
         except REDIS_ERRORS as exc:
             raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
         return recover_from(None, current, window, policy, now)
 
     async def _read(
-        self, topic: str, after: int, count: int, policy: HistoryPolicy
+        self, topic: str, after: int, count: int
     ) -> tuple[Position, list[StoredMessage]]:
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
-        epoch, top, entries = await self._read_script(
-            keys=keys, args=[os.urandom(6).hex(), policy.max_age_ms, after, count]
-        )
+        epoch, top, entries = await self._read_script(keys=keys, args=[after, count])
         messages = [m for m in parse_entries(entries) if self.trusted(m, topic)]
         if after < 0:
             messages.reverse()
