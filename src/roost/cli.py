@@ -43,7 +43,8 @@ def config_options(only: set[str] | None = None) -> Callable[[F], F]:
             if o.choices:
                 kind = click.Choice(o.choices)
             elif o.minimum is not None:
-                kind = click.FloatRange(min=o.minimum)
+                ranged = click.IntRange if isinstance(default, int) else click.FloatRange
+                kind = ranged(min=o.minimum)
             elif not o.is_flag and not o.multiple and default is not None:
                 kind = type(default)
             command = click.option(
