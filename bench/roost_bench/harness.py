@@ -52,10 +52,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def start_roost(
     group: Group, port: int, node: str, log: Path | None, *extra: str
 ) -> subprocess.Popen[bytes]:
-    unlimited = (
-        "--msg-rate", "0", "--join-rate", "0", "--max-connections", "100000",
-        "--conn-rate", "0", "--max-connections-per-ip", "0",
-    )  # fmt: skip
+    unlimited = ("--msg-rate", "0", "--join-rate", "0", "--max-connections", "100000")
     proc = group.popen(node, node_args(port, node, *unlimited, *extra), log)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", 30)
