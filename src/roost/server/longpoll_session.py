@@ -5,6 +5,12 @@ finds it, relays requests for it between nodes and reaps it). A poll takes what 
 buffered or waits up to the window; a post hands the body's lines to the Socket as
 frames, each at most ``--max-frame`` bytes like a WebSocket frame.
 
+A poll's messages take the shape Phoenix chose by protocol version (phoenix 1.3's
+long_poll.ex: vsn 1.x or none → ``LongPollSerializer``, 2.x → ``V2.LongPollSerializer``):
+a V1 session gets each message as a JSON object ``{"topic","event","payload","ref"}``
+(phoenix.js 1.2 and the ``phoenix-socket`` npm package do ``JSON.stringify(msg)`` on it),
+a V2 session as the encoded JSON string (phoenix.js since 1.3 passes it on as it is).
+
 Answers (the JSON body phoenix.js reads; the HTTP status is always 200):
 
     poll → {"status": 200, messages} | {"status": 204} | {"status": 410} (closed); the
@@ -24,6 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from ..channels import CloseSocket, Endpoint, Socket
 from ..protocol import BINARY, TEXT, V1, V2, Encoded, Frame
 from ..protocol.close import CLOSE_INVALID, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
@@ -41,6 +49,21 @@ def _text_only(frame: Frame) -> bytes:
 LP_KINDS = {
     V1.vsn: WireKind("lp/v1", V1, _text_only),
     V2.vsn: WireKind("lp/v2", V2, _text_only),
+}
+
+
+def _as_strings(messages: list[str]) -> list[Any]:
+    return messages
+
+
+def _as_objects(messages: list[str]) -> list[Any]:
+    return [orjson.loads(message) for message in messages]
+
+
+#: How a poll carries its messages, by the session's protocol version (see above).
+SHAPES: dict[str, Callable[[list[str]], list[Any]]] = {
+    V1.vsn: _as_objects,
+    V2.vsn: _as_strings,
 }
 
 
@@ -95,6 +118,7 @@ class Session:
         #: What a relaying node sends instead of the token (see security.lptoken).
         self.proof = proof(token)
         self.kind = kind
+        self.shape = SHAPES[kind.serializer.vsn]
         self.messages: list[str] = []
         self.size = 0
         self.closed = False
@@ -138,7 +162,7 @@ class Session:
             self.last_seen = time.monotonic()
         if self.messages:
             messages, self.messages, self.size = self.messages, [], 0
-            return {"status": 200, "messages": messages}
+            return {"status": 200, "messages": self.shape(messages)}
         if self.closed:
             return {"status": 410}
         return {"status": 204, "messages": []}
@@ -168,4 +192,4 @@ class Session:
         return {"status": 200}
 
 
-__all__ = ["LP_KINDS", "Listener", "Session", "decode_line"]
+__all__ = ["LP_KINDS", "SHAPES", "Listener", "Session", "decode_line"]
