@@ -28,7 +28,7 @@ from playwright.sync_api import (
 
 from roost.security import tokens
 
-from support import ROOT, ServerProcess, start_server
+from support import ROOT, ServerProcess, start_redis, start_server
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -115,10 +115,14 @@ def open_chat(browser: Browser) -> Iterator[Callable[..., Chat]]:
     contexts: list[BrowserContext] = []
     chats: list[Chat] = []
 
-    def make(url: str, user: str | None = None, **context_args: Any) -> Chat:
+    def make(
+        url: str, user: str | None = None, init_script: str | None = None, **context_args: Any
+    ) -> Chat:
         context_args.setdefault("viewport", {"width": 900, "height": 600})
         context = browser.new_context(**context_args)
         contexts.append(context)
+        if init_script is not None:
+            context.add_init_script(init_script)
         if user is not None:
             # as if the person had typed the name on an earlier visit
             context.add_init_script(
@@ -619,6 +623,216 @@ def test_presence_matches_phoenix_js(server: ServerProcess, open_chat: Callable[
 
 
 # -- the screenshot for the README -------------------------------------------------------------
+
+
+# -- roost.js's binary decoder checks every length -------------------------------------------
+
+MALFORMED_FRAMES = """
+async () => {
+  const {Serializer, Socket} = await import("/static/roost.js")
+  const enc = s => [...new TextEncoder().encode(s)]
+  const buf = bytes => new Uint8Array(bytes).buffer
+  const plain = m => JSON.parse(JSON.stringify(m, (k, v) =>
+    v instanceof ArrayBuffer ? [...new Uint8Array(v)] : v))
+  const outcome = bytes => {
+    try { return {ok: plain(Serializer.binaryDecode(buf(bytes)))} }
+    catch (e) { return {error: e.message} }
+  }
+  const good = {
+    push: [0, 1, 3, 1, ...enc("7"), ...enc("a:b"), ...enc("e"), 9, 9],
+    reply: [1, 1, 1, 3, 2, ...enc("7"), ...enc("8"), ...enc("a:b"), ...enc("ok"), 5],
+    broadcast: [2, 3, 1, ...enc("a:b"), ...enc("e")],
+  }
+  const bad = {
+    empty: [],
+    unknownKind: [7, 0, 0],
+    shortHeader: [1, 1, 1],
+    pastEnd: [0, 1, 3, 200, ...enc("7"), ...enc("a:b"), ...enc("e")],
+    pastEndByOne: [2, 3, 2, ...enc("a:b"), ...enc("e")],
+    notUtf8: [2, 2, 1, 0xff, 0xfe, ...enc("e")],
+    noTopic: [2, 0, 1, ...enc("e")],
+    noEvent: [2, 3, 0, ...enc("a:b")],
+  }
+  const out = {good: {}, bad: {}}
+  for (const [name, bytes] of Object.entries(good)) out.good[name] = outcome(bytes)
+  for (const [name, bytes] of Object.entries(bad)) out.bad[name] = outcome(bytes)
+
+  // through a Socket: malformed frames are dropped and reported, the next good one arrives
+  class Fake {
+    constructor() {
+      Fake.last = this
+      this.readyState = 0
+      setTimeout(() => { this.readyState = 1; this.onopen() }, 0)
+    }
+    send() {}
+    close() { this.readyState = 3 }
+  }
+  const logs = []
+  const logger = (kind, msg) => logs.push(`${kind}: ${msg}`)
+  const socket = new Socket("/socket", {transport: Fake, logger})
+  socket.connect()
+  while (!socket.isConnected()) await new Promise(r => setTimeout(r, 5))
+  const got = []
+  socket.channel("a:b").on("e", payload => got.push([...new Uint8Array(payload)]))
+  const thrown = []
+  const frames = [
+    ...Object.values(bad).map(buf), "not json", '{"topic": "a:b"}', "[1, 2]",
+    buf([2, 3, 1, ...enc("a:b"), ...enc("e"), 42]),
+  ]
+  for (const data of frames) {
+    try { Fake.last.onmessage({data}) } catch (e) { thrown.push(e.message) }
+  }
+  socket.disconnect()
+  out.got = got
+  out.thrown = thrown
+  out.dropped = logs.filter(l => l.includes("dropped"))
+  return out
+}
+"""
+
+
+def test_roost_js_drops_malformed_frames(
+    server: ServerProcess, open_chat: Callable[..., Chat]
+) -> None:
+    """Every length field of a binary frame is checked: a frame whose lengths run past its
+    end (or that is shorter than its header, of an unknown kind, not UTF-8, or without a
+    topic or event) is dropped and reported, never mis-parsed; so is a malformed text frame."""
+    chat = open_chat(f"{server.url}/rooms/frames-host", user="host")
+    out = chat.page.evaluate(MALFORMED_FRAMES)
+    assert out["good"]["push"]["ok"] == {
+        "join_ref": "7",
+        "ref": None,
+        "topic": "a:b",
+        "event": "e",
+        "payload": [9, 9],
+    }
+    assert out["good"]["reply"]["ok"] == {
+        "join_ref": "7",
+        "ref": "8",
+        "topic": "a:b",
+        "event": "phx_reply",
+        "payload": {"status": "ok", "response": [5]},
+    }
+    assert out["good"]["broadcast"]["ok"]["payload"] == []
+    assert all("error" in o for o in out["bad"].values()), out["bad"]
+    assert "run past" in out["bad"]["pastEnd"]["error"]
+    assert "run past" in out["bad"]["pastEndByOne"]["error"]
+    assert "shorter than its header" in out["bad"]["shortHeader"]["error"]
+    assert out["thrown"] == [], out
+    assert out["got"] == [[42]], out  # only the good frame reached the channel
+    assert len(out["dropped"]) == len(out["bad"]) + 3, out["dropped"]
+
+
+# -- roost.js falls back to long-poll ----------------------------------------------------------
+
+#: The page's WebSocket cannot connect: as when a proxy refuses the upgrade (error, then
+#: close 1006) or swallows it (the socket never opens).
+BROKEN_WEBSOCKET = """
+window.WebSocket = class {
+  constructor(url) {
+    this.url = url
+    this.readyState = 0
+    window.wsAttempts = (window.wsAttempts || 0) + 1
+    if (MODE === "refused") setTimeout(() => {
+      this.readyState = 3
+      this.onerror && this.onerror(new Event("error"))
+      this.onclose && this.onclose(new CloseEvent("close", {code: 1006}))
+    }, 20)
+  }
+  send() { throw new DOMException("not open", "InvalidStateError") }
+  close() { this.readyState = 3 }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
+    redis = start_redis()
+    logs = tmp_path_factory.mktemp("browser-two-nodes")
+    args = ["--redis", redis.url, "--longpoll-window", "2"]
+    nodes = [start_server(*args, node=n, log_dir=logs) for n in ("b1", "b2")]
+    yield nodes
+    for n in nodes:
+        n.stop()
+    redis.stop()
+
+
+@pytest.mark.parametrize("mode", ["refused", "hangs"])
+def test_chat_falls_back_to_longpoll_across_nodes(
+    two_nodes: list[ServerProcess], open_chat: Callable[..., Chat], mode: str
+) -> None:
+    """WebSocket fails (at once, or by never opening within longPollFallbackMs): the page
+    chats over /socket/longpoll on node b1 with a WebSocket page on node b2, both ways."""
+    b1, b2 = two_nodes
+    room = f"fallback-{mode}"
+    polly = open_chat(
+        f"{b1.url}/rooms/{room}",
+        user=f"polly{mode[0]}",
+        init_script=BROKEN_WEBSOCKET.replace("MODE", json.dumps(mode)),
+    )
+    polly.wait_connected()
+    wes = open_chat(f"{b2.url}/rooms/{room}", user=f"wes{mode[0]}")
+    wes.wait_connected()
+    expect(polly.page.locator("#node")).to_have_text("node b1")
+    expect(wes.page.locator("#node")).to_have_text("node b2")
+    expect(entered(polly.page, f"wes{mode[0]}")).to_be_visible(timeout=WAIT_MS)
+    polly.send("over long-poll")
+    expect(wes.page.locator("#messages li.msg")).to_have_count(1, timeout=WAIT_MS)
+    wes.send("over websocket")
+    expected = [f"[polly{mode[0]}] over long-poll", f"[wes{mode[0]}] over websocket"]
+    for chat in (polly, wes):
+        expect(chat.page.locator("#messages li.msg")).to_have_count(2, timeout=WAIT_MS)
+        assert chat.lines() == expected
+    assert any("/socket/longpoll" in url for url in polly.requests), polly.requests
+    assert not any("/socket/longpoll" in url for url in wes.requests)
+    assert polly.page.evaluate("window.wsAttempts") >= 1
+    # the fallback is remembered for the tab: a reload goes straight to long-poll
+    attempts = polly.page.evaluate("window.wsAttempts")
+    polly.page.reload()
+    polly.wait_connected()
+    assert polly.page.evaluate("window.wsAttempts || 0") == 0, attempts
+    for server in two_nodes:
+        assert "Traceback" not in server.log()
+
+
+LONGPOLL_API = """
+async () => {
+  const {Socket, LongPoll} = await import("/static/roost.js")
+  const socket = new Socket("/socket", {transport: LongPoll, params: {user: "lp"}})
+  const reply = (push) => new Promise(resolve => push
+    .receive("ok", r => resolve({ok: r})).receive("error", r => resolve({error: r}))
+    .receive("timeout", () => resolve("timeout")))
+  let opens = 0
+  socket.onOpen(() => opens++)
+  socket.connect()
+  const ch = socket.channel("rooms:lpapi", {user: "lp"})
+  const got = []
+  ch.on("new:msg", m => got.push(m.body))
+  const out = {}
+  out.join = await reply(ch.join())
+  const pushes = await Promise.all([1, 2, 3].map(i => reply(ch.push("new:msg", {body: `m${i}`}))))
+  out.pushes = pushes.map(p => Object.keys(p)[0])
+  while (got.length < 3) await new Promise(r => setTimeout(r, 20))
+  out.got = got
+  out.connected = socket.isConnected()
+  out.left = await new Promise(resolve => { ch.onClose(() => resolve(ch.state)); ch.leave() })
+  await new Promise(resolve => socket.disconnect(resolve))
+  out.opens = opens
+  out.afterDisconnect = socket.connectionState()
+  return out
+}
+"""
+
+
+def test_roost_js_longpoll_transport(server: ServerProcess, open_chat: Callable[..., Chat]) -> None:
+    chat = open_chat(f"{server.url}/rooms/lp-host", user="host")
+    out = chat.page.evaluate(LONGPOLL_API)
+    assert out["join"]["ok"]["node"] == "n1", out
+    assert out["pushes"] == ["ok", "ok", "ok"]
+    assert out["got"] == ["m1", "m2", "m3"]  # in order, batched into one POST or not
+    assert out["connected"] is True and out["left"] == "closed"
+    assert out["opens"] == 1 and out["afterDisconnect"] == "closed"
+    assert sum("/socket/longpoll" in url for url in chat.requests) >= 3
 
 
 def test_screenshot(open_chat: Callable[..., Chat], tmp_path: Path) -> None:

@@ -217,7 +217,8 @@ function currentName() {
 
 // -- socket and room -------------------------------------------------------------------
 
-const socket = new Socket("/socket")
+// a proxy that refuses (or swallows) the WebSocket upgrade: the page chats over long-poll
+const socket = new Socket("/socket", {longPollFallbackMs: 2500})
 let everConnected = false
 let room = null // {name, channel, presence, user, cursor, early}
 

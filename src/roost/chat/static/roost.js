@@ -18,6 +18,11 @@
 // 10 s, pushes buffered until the join completes, replies for a stale join_ref
 // dropped. Channel params may be a function: it is called for every (re)join,
 // which is how a client asks for missed messages when it rejoins.
+//
+// Transports: WebSocket, or LongPoll (/socket/longpoll) given as `transport` or
+// reached by `longPollFallbackMs` (phoenix.js 1.8's rule: see Socket). Frames from
+// the server that do not parse — a binary frame whose lengths do not add up, say —
+// are dropped and logged (socket.droppedFrames counts them), never half-read.
 
 export const VSN = "2.0.0"
 export const DEFAULT_TIMEOUT = 10000
@@ -85,7 +90,19 @@ export const Serializer = {
     if (raw instanceof ArrayBuffer) {
       return callback(this.binaryDecode(raw))
     }
-    const [join_ref, ref, topic, event, payload] = JSON.parse(raw)
+    let msg
+    try {
+      msg = JSON.parse(raw)
+    } catch (_) {
+      throw new FrameError("text frame is not JSON")
+    }
+    if (!Array.isArray(msg) || msg.length !== 5) {
+      throw new FrameError("text frame is not a [join_ref, ref, topic, event, payload] array")
+    }
+    const [join_ref, ref, topic, event, payload] = msg
+    if (typeof topic !== "string" || typeof event !== "string") {
+      throw new FrameError("text frame without a string topic and event")
+    }
     return callback({join_ref, ref, topic, event, payload})
   },
 
@@ -105,32 +122,60 @@ export const Serializer = {
     return out.buffer
   },
 
+  // kind | one size byte per field | the fields (UTF-8) | payload. Every length is checked
+  // against the frame before anything is read: a frame that does not add up is a FrameError.
   binaryDecode(buffer) {
-    const view = new DataView(buffer)
-    const utf8 = new TextDecoder()
-    const kind = view.getUint8(0)
-    const sizes = {[KIND_PUSH]: 3, [KIND_REPLY]: 4, [KIND_BROADCAST]: 2}[kind]
-    if (sizes === undefined) throw new Error(`unknown binary frame kind ${kind}`)
-    const lengths = []
-    for (let i = 0; i < sizes; i++) lengths.push(view.getUint8(1 + i))
-    let at = 1 + sizes
-    const strings = lengths.map(n => {
-      const s = utf8.decode(buffer.slice(at, at + n))
-      at += n
-      return s
+    const bytes = new Uint8Array(buffer)
+    if (bytes.byteLength === 0) throw new FrameError("empty binary frame")
+    const kind = bytes[0]
+    const count = FIELD_COUNTS[kind]
+    if (count === undefined) throw new FrameError(`unknown binary frame kind ${kind}`)
+    const head = 1 + count
+    if (bytes.byteLength < head) throw new FrameError("binary frame shorter than its header")
+    const sizes = Array.from(bytes.subarray(1, head))
+    const end = sizes.reduce((at, size) => at + size, head)
+    if (end > bytes.byteLength) throw new FrameError("binary frame field lengths run past its end")
+    const utf8 = new TextDecoder("utf-8", {fatal: true})
+    let at = head
+    const strings = sizes.map(size => {
+      const field = bytes.subarray(at, at + size)
+      at += size
+      try {
+        return utf8.decode(field)
+      } catch (_) {
+        throw new FrameError("binary frame field is not UTF-8")
+      }
     })
-    const data = buffer.slice(at)
+    const data = buffer.slice(end)
     if (kind === KIND_PUSH) {
       const [join_ref, topic, event] = strings
-      return {join_ref, ref: null, topic, event, payload: data}
+      requireNames(topic, event)
+      return {join_ref: join_ref || null, ref: null, topic, event, payload: data}
     }
     if (kind === KIND_REPLY) {
       const [join_ref, ref, topic, status] = strings
-      return {join_ref, ref, topic, event: CHANNEL_EVENTS.reply, payload: {status, response: data}}
+      requireNames(topic, status)
+      return {join_ref: join_ref || null, ref: ref || null, topic, event: CHANNEL_EVENTS.reply,
+        payload: {status, response: data}}
     }
     const [topic, event] = strings
+    requireNames(topic, event)
     return {join_ref: null, ref: null, topic, event, payload: data}
   },
+}
+
+/** A frame from the server that does not parse; the Socket drops it and reports it. */
+export class FrameError extends Error {
+  constructor(message) {
+    super(message)
+    this.name = "FrameError"
+  }
+}
+
+const FIELD_COUNTS = {[KIND_PUSH]: 3, [KIND_REPLY]: 4, [KIND_BROADCAST]: 2}
+
+function requireNames(topic, event) {
+  if (!topic || !event) throw new FrameError("binary frame without topic or event")
 }
 
 // -- Push ----------------------------------------------------------------------------------
@@ -388,6 +433,162 @@ export class Channel {
   isLeaving() { return this.state === CHANNEL_STATES.leaving }
 }
 
+const FALLBACK_KEY = "phx:fallback:LongPoll" // phoenix.js's key
+
+const defaultSessionStore = () => {
+  try { return globalThis.sessionStorage || null } catch (_) { return null } // sandboxed frames throw
+}
+
+// -- LongPoll ------------------------------------------------------------------------------
+
+const AUTH_TOKEN_PREFIX = "base64url.bearer.phx."
+const MAX_LONGPOLL_BATCH = 100 // lines per POST: the server takes at most 100
+
+const toBase64 = buffer => {
+  let binary = ""
+  for (const byte of new Uint8Array(buffer)) binary += String.fromCharCode(byte)
+  return btoa(binary)
+}
+
+/**
+ * The long-poll transport (Phoenix's /socket/longpoll), with the WebSocket interface the
+ * Socket uses: readyState, send, close and the onopen/onerror/onmessage/onclose handlers.
+ * A GET without a token opens a session ({"status": 410, "token"}); each later GET waits
+ * for messages (200) or the window's end (204); sends are batched into one POST of
+ * newline-separated frames (binary ones base64). A session that is gone (410 once open),
+ * a 500 or a network error closes it like a dropped WebSocket (the Socket reconnects);
+ * 403 closes it with 1008.
+ */
+export class LongPoll {
+  constructor(endPoint, protocols) {
+    if (protocols && protocols.length === 2 && protocols[1].startsWith(AUTH_TOKEN_PREFIX)) {
+      const token = protocols[1].slice(AUTH_TOKEN_PREFIX.length).replace(/-/g, "+").replace(/_/g, "/")
+      this.authToken = atob(token + "===".slice((token.length + 3) % 4))
+    }
+    this.pollEndpoint = endPoint
+      .replace("ws://", "http://")
+      .replace("wss://", "https://")
+      .replace(/\/websocket(\?|$)/, "/longpoll$1")
+    this.token = null
+    this.timeout = 20000
+    this.skipHeartbeat = true // every poll is a sign of life
+    this.readyState = 0
+    this.controllers = new Set()
+    this.timers = new Set()
+    this.outbox = []
+    this.posting = false
+    this.onopen = this.onerror = this.onmessage = this.onclose = null
+    // the caller sets the handlers (and may close us) before the first poll
+    this.later(() => this.poll())
+  }
+
+  endpointURL() {
+    if (this.token === null) return this.pollEndpoint
+    const sep = this.pollEndpoint.includes("?") ? "&" : "?"
+    return `${this.pollEndpoint}${sep}token=${encodeURIComponent(this.token)}`
+  }
+
+  isActive() {
+    return this.readyState === 0 || this.readyState === 1
+  }
+
+  later(fn) {
+    const timer = setTimeout(() => { this.timers.delete(timer); fn() }, 0)
+    this.timers.add(timer)
+  }
+
+  emit(handler, event) {
+    if (this[handler]) this[handler](event)
+  }
+
+  poll() {
+    if (!this.isActive()) return
+    const headers = {Accept: "application/json"}
+    if (this.authToken) headers["X-Phoenix-AuthToken"] = this.authToken
+    this.request("GET", headers, null, resp => {
+      const status = resp ? resp.status : 0
+      if (status === 410 && this.token !== null) {
+        return this.fail(1011, "session gone") // the Socket reconnects and rejoins
+      }
+      if (resp && resp.token) this.token = resp.token
+      switch (status) {
+        case 200:
+          // one task per message, as WebSocket events are
+          for (const msg of resp.messages || []) this.later(() => this.emit("onmessage", {data: msg}))
+          return this.poll()
+        case 204:
+          return this.poll()
+        case 410:
+          this.readyState = 1
+          this.emit("onopen", {})
+          return this.poll()
+        case 403:
+          this.emit("onerror", 403)
+          return this.close(1008, "forbidden")
+        default:
+          return this.fail(1011, `long-poll status ${status}`)
+      }
+    })
+  }
+
+  send(body) {
+    if (!this.isActive()) throw new Error("long-poll transport is not open")
+    this.outbox.push(typeof body === "string" ? body : toBase64(body))
+    // the pushes of this task go together; the next batch waits for this one's answer
+    if (this.outbox.length === 1 && !this.posting) this.later(() => this.flush())
+  }
+
+  flush() {
+    if (this.posting || this.outbox.length === 0 || !this.isActive()) return
+    const batch = this.outbox.splice(0, MAX_LONGPOLL_BATCH)
+    this.posting = true
+    this.request("POST", {"Content-Type": "application/x-ndjson"}, batch.join("\n"), resp => {
+      this.posting = false
+      if (!resp || resp.status !== 200) return this.fail(1011, `long-poll post status ${resp && resp.status}`)
+      this.flush()
+    })
+  }
+
+  // as a WebSocket that drops: error, then close (not clean)
+  fail(code, reason) {
+    if (!this.isActive()) return
+    this.stop(3)
+    this.emit("onerror", reason)
+    this.emit("onclose", {code, reason, wasClean: false})
+  }
+
+  close(code = 1005, reason = "") {
+    if (this.readyState === 3) return
+    this.stop(3)
+    this.emit("onclose", {code, reason, wasClean: true})
+  }
+
+  stop(readyState) {
+    this.readyState = readyState
+    const controllers = this.controllers
+    this.controllers = new Set()
+    for (const controller of controllers) controller.abort()
+    for (const timer of this.timers) clearTimeout(timer)
+    this.timers.clear()
+    this.outbox = []
+    this.posting = false
+  }
+
+  // fetch with a timeout; `callback(json or null)`, never after stop()
+  request(method, headers, body, callback) {
+    const controller = new AbortController()
+    this.controllers.add(controller)
+    const timer = setTimeout(() => controller.abort(), this.timeout)
+    const done = resp => {
+      clearTimeout(timer)
+      if (this.controllers.delete(controller)) callback(resp)
+    }
+    fetch(this.endpointURL(), {method, headers, body, signal: controller.signal, cache: "no-store"})
+      .then(resp => resp.json())
+      .then(done, () => done(null))
+  }
+}
+
 // -- Socket --------------------------------------------------------------------------------
 
 /** One WebSocket connection to `endPoint` (e.g. "/socket") carrying many channels. */
@@ -398,7 +599,16 @@ export class Socket {
     this.sendBuffer = []
     this.ref = 0
     this.timeout = opts.timeout || DEFAULT_TIMEOUT
-    this.transport = opts.transport || globalThis.WebSocket
+    this.transport = opts.transport || globalThis.WebSocket || LongPoll
+    // WebSocket first; after it fails (an error before it opens, no open within this many
+    // ms, or no answer to a ping within as many ms after it opens) LongPoll, remembered
+    // for the tab in sessionStorage. Off unless set, as in phoenix.js.
+    this.longPollFallbackMs = opts.longPollFallbackMs
+    this.longpollerTimeout = opts.longpollerTimeout || 20000
+    this.sessionStore = opts.sessionStorage !== undefined ? opts.sessionStorage : defaultSessionStore()
+    this.fallbackTimer = null
+    this.fallbackRefs = []
+    this.primaryPassedHealthCheck = false
     this.encode = opts.encode || Serializer.encode.bind(Serializer)
     this.decode = opts.decode || Serializer.decode.bind(Serializer)
     this.binaryType = opts.binaryType || "arraybuffer"
@@ -419,6 +629,8 @@ export class Socket {
     this.heartbeatTimer = null
     this.heartbeatTimeoutTimer = null
     this.pendingHeartbeatRef = null
+    /** Frames from the server that did not parse (dropped; each one is logged). */
+    this.droppedFrames = 0
     this.reconnectTimer = new Timer(() => this.teardown(() => this.connect()), this.reconnectAfterMs)
   }
 
@@ -439,6 +651,81 @@ export class Socket {
   /** Opens the connection (no-op while one exists); it reconnects by itself until disconnect(). */
   connect() {
     if (this.conn) return
+    if (this.longPollFallbackMs && this.transport !== LongPoll) {
+      this.connectWithFallback(LongPoll, this.longPollFallbackMs)
+    } else {
+      this.transportConnect()
+    }
+  }
+
+  // The rule of phoenix.js 1.8's connectWithFallback: see longPollFallbackMs above.
+  connectWithFallback(fallbackTransport, fallbackMs) {
+    this.cancelFallback()
+    if (this.getSession(FALLBACK_KEY)) return this.fallBack(fallbackTransport, "memorized")
+    let established = false
+    this.fallbackTimer = setTimeout(() => this.fallBack(fallbackTransport, "timeout"), fallbackMs)
+    const errorRef = this.onError(reason => {
+      if (this.transport !== fallbackTransport && !established) this.fallBack(fallbackTransport, reason)
+    })
+    const openRef = this.onOpen(() => {
+      if (this.transport === fallbackTransport) {
+        if (!this.primaryPassedHealthCheck) this.storeSession(FALLBACK_KEY, "true")
+        this.log("transport", "established LongPoll fallback")
+        return
+      }
+      // open is not enough (a proxy may pass the upgrade but no frames): a ping must come back
+      established = true
+      clearTimeout(this.fallbackTimer)
+      this.fallbackTimer = setTimeout(() => this.fallBack(fallbackTransport, "no pong"), fallbackMs)
+      this.ping(rtt => {
+        this.log("transport", `connected to primary after ${rtt} ms`)
+        this.primaryPassedHealthCheck = true
+        clearTimeout(this.fallbackTimer)
+      })
+    })
+    this.fallbackRefs = [errorRef, openRef]
+    this.transportConnect()
+  }
+
+  fallBack(fallbackTransport, reason) {
+    this.log("transport", "falling back to LongPoll...", reason)
+    clearTimeout(this.fallbackTimer)
+    this.off(this.fallbackRefs.slice(0, 1)) // the open callback stays, to remember it
+    this.transport = fallbackTransport
+    this.reconnectTimer.reset()
+    this.teardown(() => this.transportConnect())
+  }
+
+  cancelFallback() {
+    clearTimeout(this.fallbackTimer)
+    this.off(this.fallbackRefs)
+    this.fallbackRefs = []
+  }
+
+  getSession(key) {
+    try { return this.sessionStore ? this.sessionStore.getItem(key) : null } catch (_) { return null }
+  }
+
+  storeSession(key, value) {
+    try { if (this.sessionStore) this.sessionStore.setItem(key, value) } catch (_) { /* private mode */ }
+  }
+
+  /** Sends a heartbeat and calls `callback(round trip ms)` when its reply comes back. */
+  ping(callback) {
+    if (!this.isConnected()) return false
+    const ref = this.makeRef()
+    const start = Date.now()
+    this.push({topic: "phoenix", event: "heartbeat", payload: {}, ref, join_ref: null})
+    const onMsgRef = this.onMessage(msg => {
+      if (msg.ref === ref) {
+        this.off([onMsgRef])
+        callback(Date.now() - start)
+      }
+    })
+    return true
+  }
+
+  transportConnect() {
     this.closeWasClean = false
     let protocols
     if (this.authToken) {
@@ -447,6 +734,7 @@ export class Socket {
     }
     const conn = new this.transport(this.endPointURL(), protocols)
     conn.binaryType = this.binaryType
+    if (this.transport === LongPoll) conn.timeout = this.longpollerTimeout
     conn.onopen = () => this.onConnOpen()
     conn.onerror = error => this.onConnError(error)
     conn.onmessage = event => this.onConnMessage(event)
@@ -457,6 +745,7 @@ export class Socket {
   /** Closes the connection for good (no reconnect) and calls `callback` when done. */
   disconnect(callback, code, reason) {
     this.closeWasClean = true
+    clearTimeout(this.fallbackTimer)
     this.reconnectTimer.reset()
     this.teardown(callback, code, reason)
   }
@@ -609,6 +898,7 @@ export class Socket {
 
   resetHeartbeat() {
     this.clearHeartbeats()
+    if (this.conn && this.conn.skipHeartbeat) return // long-poll: every poll is one
     this.heartbeatTimer = setTimeout(() => this.sendHeartbeat(), this.heartbeatIntervalMs)
   }
 
@@ -627,15 +917,22 @@ export class Socket {
   }
 
   onConnMessage(raw) {
-    this.decode(raw.data, msg => {
-      const {topic, event, payload, ref, join_ref} = msg
-      if (ref && ref === this.pendingHeartbeatRef) this.resetHeartbeat()
-      this.log("receive", `${(payload && payload.status) || ""} ${topic} ${event} ${ref ? `(${ref})` : ""}`, payload)
-      for (const channel of this.channels.slice()) {
-        if (channel.isMember(topic, event, payload, join_ref)) channel.trigger(event, payload, ref, join_ref)
-      }
-      this.stateChangeCallbacks.message.forEach(([, cb]) => cb(msg))
-    })
+    let msg = null
+    try {
+      this.decode(raw.data, decoded => { msg = decoded })
+    } catch (error) {
+      // a frame that does not parse is dropped, never half-read; the connection stays
+      this.droppedFrames += 1
+      this.log("transport", `dropped a malformed frame: ${error.message}`, raw.data)
+      return
+    }
+    const {topic, event, payload, ref, join_ref} = msg
+    if (ref && ref === this.pendingHeartbeatRef) this.resetHeartbeat()
+    this.log("receive", `${(payload && payload.status) || ""} ${topic} ${event} ${ref ? `(${ref})` : ""}`, payload)
+    for (const channel of this.channels.slice()) {
+      if (channel.isMember(topic, event, payload, join_ref)) channel.trigger(event, payload, ref, join_ref)
+    }
+    this.stateChangeCallbacks.message.forEach(([, cb]) => cb(msg))
   }
 
   leaveOpenTopic(topic) {
@@ -779,4 +1076,4 @@ export class Presence {
   }
 }
 
-export default {Socket, Channel, Push, Presence, Serializer, Timer}
+export default {Socket, Channel, Push, Presence, Serializer, Timer, LongPoll, FrameError}
