@@ -429,6 +429,8 @@ def test_reconnects_and_rejoins_after_restart(
                 "[gus] after the restart", timeout=WAIT_MS
             )
             assert chat.bodies().count("after the restart") == 1
+            # its WebSocket had worked: the outage is not a reason to fall back to long-poll
+            assert not any("/socket/longpoll" in url for url in chat.requests)
     finally:
         srv.stop()
 

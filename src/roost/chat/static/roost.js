@@ -602,7 +602,8 @@ export class Socket {
     this.transport = opts.transport || globalThis.WebSocket || LongPoll
     // WebSocket first; after it fails (an error before it opens, no open within this many
     // ms, or no answer to a ping within as many ms after it opens) LongPoll, remembered
-    // for the tab in sessionStorage. Off unless set, as in phoenix.js.
+    // for the tab in sessionStorage. Off unless set, as in phoenix.js. Unlike phoenix.js,
+    // a socket whose WebSocket once worked does not fall back when a reconnect fails.
     this.longPollFallbackMs = opts.longPollFallbackMs
     this.longpollerTimeout = opts.longpollerTimeout || 20000
     this.sessionStore = opts.sessionStorage !== undefined ? opts.sessionStorage : defaultSessionStore()
@@ -651,7 +652,9 @@ export class Socket {
   /** Opens the connection (no-op while one exists); it reconnects by itself until disconnect(). */
   connect() {
     if (this.conn) return
-    if (this.longPollFallbackMs && this.transport !== LongPoll) {
+    // once the WebSocket has answered a ping, a later failure is an outage, not a proxy that
+    // blocks it: reconnects stay on WebSocket (phoenix.js would fall back then too)
+    if (this.longPollFallbackMs && this.transport !== LongPoll && !this.primaryPassedHealthCheck) {
       this.connectWithFallback(LongPoll, this.longPollFallbackMs)
     } else {
       this.transportConnect()
