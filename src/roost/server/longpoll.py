@@ -14,6 +14,8 @@ Every request passes the Origin check, then the token check; HTTP status is alwa
 
     GET  (no session token)  → {"status": 410, "token": T, "messages": []}   a new session
     GET  ?token=T            → waits up to the window: 200 with messages, or 204
+                               (messages are objects for vsn 1.x or none, encoded
+                               strings for 2.x, as Phoenix: longpoll_session.py)
     POST ?token=T  (ndjson)  → {"status": 200}; lines starting "[" or "{" are JSON, others
                                base64 binary
     Origin not allowed       → {"status": 403}
