@@ -13,7 +13,17 @@ from importlib.metadata import version
 from typing import Any
 
 from chunnel.socket import Socket
-from common import STEP_S, fail, presence_keys, room, set_stage, start_deadline, succeed, urls
+from common import (
+    STEP_S,
+    fail,
+    presence_keys,
+    room,
+    set_stage,
+    start_deadline,
+    succeed,
+    until,
+    urls,
+)
 
 
 async def member(url: str, user: str, topic: str) -> dict[str, Any]:
@@ -22,12 +32,13 @@ async def member(url: str, user: str, topic: str) -> dict[str, Any]:
     await socket.connect()
     channel = socket.channel(topic, {"user": user})
     set_stage(f"{user}: join {topic}")
-    try:
-        reply = await asyncio.wait_for(channel.join(), STEP_S)
-    except TimeoutError:
-        transport = socket._transport_task
-        why = f"transport ended: {transport.exception()!r}" if transport.done() else "socket open"
+    join = asyncio.ensure_future(channel.join())
+    transport = socket._transport_task  # ends when the server closes the socket
+    await asyncio.wait({join, transport}, timeout=STEP_S, return_when=asyncio.FIRST_COMPLETED)
+    if not join.done():
+        why = f"the socket closed: {transport.exception()!r}" if transport.done() else "socket open"
         fail(f"{user}: no reply to phx_join (its ref is a JSON number); {why}")
+    reply = join.result()
     seen: dict[str, Any] = {"msgs": [], "presence": {}}
 
     async def pump() -> None:
@@ -42,14 +53,6 @@ async def member(url: str, user: str, topic: str) -> dict[str, Any]:
     return {"socket": socket, "channel": channel, "seen": seen, "node": reply["node"]}
 
 
-async def until(pred: Any, what: str) -> None:
-    for _ in range(int(STEP_S * 100)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    fail(f"timed out waiting for {what}")
-
-
 async def main() -> None:
     start_deadline()
     url1, url2 = urls()
@@ -58,7 +61,9 @@ async def main() -> None:
     bob = await member(url2, "bob", topic)
     set_stage("presence")
     for who, m in (("alice", alice), ("bob", bob)):
-        await until(lambda m=m: sorted(m["seen"]["presence"]) == ["alice", "bob"], f"{who} sees alice,bob")
+        await until(
+            lambda m=m: sorted(m["seen"]["presence"]) == ["alice", "bob"], f"{who} sees alice,bob"
+        )
     set_stage("push new:msg")
     for who, m in (("alice", alice), ("bob", bob)):
         sent = await m["channel"].push("new:msg", {"body": f"from {who}"})
@@ -67,7 +72,10 @@ async def main() -> None:
             fail(f"{who}: push reply {reply!r}")
     for who, m in (("alice", alice), ("bob", bob)):
         for body in ("from alice", "from bob"):
-            await until(lambda m=m, b=body: any(p["body"] == b for p in m["seen"]["msgs"]), f"{who} gets {body!r}")
+            await until(
+                lambda m=m, b=body: any(p["body"] == b for p in m["seen"]["msgs"]),
+                f"{who} gets {body!r}",
+            )
     origins = sorted(p["node"] for p in bob["seen"]["msgs"])
     succeed({"client": "chunnel", "version": version("chunnel"),
              "nodes": [alice["node"], bob["node"]], "origins": origins})  # fmt: skip

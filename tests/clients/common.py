@@ -8,6 +8,7 @@ one JSON line (``{"ok": true, ...}``) on its last stdout line and exits 0, or pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -68,6 +69,15 @@ def wait_for(pred: Callable[[], object], what: str, timeout: float = STEP_S) -> 
         if time.monotonic() > deadline:
             fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.01)
+
+
+async def until(pred: Callable[[], object], what: str, timeout: float = STEP_S) -> None:
+    """Poll ``pred`` (asyncio) until true, else fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def presence_keys(state: dict[str, Any], event: str, payload: Any) -> None:

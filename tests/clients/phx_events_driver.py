@@ -19,17 +19,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 import websockets
-from common import STEP_S, fail, presence_keys, room, set_stage, start_deadline, succeed, urls
+from common import (
+    STEP_S,
+    fail,
+    presence_keys,
+    room,
+    set_stage,
+    start_deadline,
+    succeed,
+    until,
+    urls,
+)
 from phx_events.client import PHXChannelsClient
 from phx_events.phx_messages import Event, Topic
-
-
-async def until(pred: Any, what: str) -> None:
-    for _ in range(int(STEP_S * 100)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    fail(f"timed out waiting for {what}")
 
 
 async def main() -> None:
@@ -53,19 +55,23 @@ async def main() -> None:
     set_stage(f"alice (phx-events): join {topic}")
     task = asyncio.ensure_future(alice.start_processing())
     waiter = asyncio.ensure_future(registered.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=STEP_S, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {task, waiter}, timeout=STEP_S, return_when=asyncio.FIRST_COMPLETED
+    )
     if task in done:
         fail(f"phx-events stopped before its join reply: {task.exception()!r}")
     if waiter not in done:
         fail("phx-events: no reply to phx_join (it sends V1 JSON in binary frames)")
     result = alice._topic_registration_status[topic].result
-    if result is None or result.message.payload.get("status") != "ok":
+    if result is None or result.result_message.payload.get("status") != "ok":
         fail(f"phx-events join refused: {result}")
-    node1 = result.message.payload["response"]["node"]
+    node1 = result.result_message.payload["response"]["node"]
 
     set_stage(f"bob (raw V1 frames): join {topic} on node 2")
     bob = await websockets.connect(f"{url2.rstrip('/')}/websocket?{urlencode({'vsn': '1.0.0'})}")
-    await bob.send(json.dumps({"topic": topic, "event": "phx_join", "payload": {"user": "bob"}, "ref": "1"}))
+    await bob.send(
+        json.dumps({"topic": topic, "event": "phx_join", "payload": {"user": "bob"}, "ref": "1"})
+    )
     while True:
         reply = json.loads(await asyncio.wait_for(bob.recv(), STEP_S))
         if reply["event"] == "phx_reply" and reply["ref"] == "1":
@@ -73,10 +79,18 @@ async def main() -> None:
     if reply["payload"]["status"] != "ok":
         fail(f"bob's join: {reply}")
     set_stage("presence")
-    await until(lambda: sorted(seen["presence"]) == ["alice", "bob"], "alice (phx-events) sees alice,bob")
+    await until(
+        lambda: sorted(seen["presence"]) == ["alice", "bob"], "alice (phx-events) sees alice,bob"
+    )
     set_stage("bob pushes new:msg")
-    await bob.send(json.dumps({"topic": topic, "event": "new:msg", "payload": {"body": "from bob"}, "ref": "2"}))
-    await until(lambda: any(p["body"] == "from bob" for p in seen["msgs"]), "alice gets bob's message")
+    await bob.send(
+        json.dumps(
+            {"topic": topic, "event": "new:msg", "payload": {"body": "from bob"}, "ref": "2"}
+        )
+    )
+    await until(
+        lambda: any(p["body"] == "from bob" for p in seen["msgs"]), "alice gets bob's message"
+    )
     if task.done():
         fail(f"phx-events receive loop ended: {task.exception()!r}")
     await bob.close()

@@ -31,13 +31,25 @@ def member(url: str, user: str, topic: str) -> dict[str, Any]:
 
     channel.on_message = on_message
     set_stage(f"{user}: join {topic}")
-    join = client.push(topic, phxsocket.channel.ChannelEvents.JOIN, {"user": user}, reply=True)
-    if not join.event.wait(5):
+    try:
+        join = client.push(topic, phxsocket.channel.ChannelEvents.JOIN, {"user": user}, reply=True)
+    except phxsocket.client.SocketClosedError:
+        fail(
+            f"{user}: the server closed the socket before the join; phxsocket's first frame is "
+            'a heartbeat with "ref": 0 (a JSON number)'
+        )
+    wait_for(lambda: join.event.is_set() or closed, f"{user}: the join reply")
+    if not join.event.is_set():
         why = "the server closed the socket" if closed else "socket still open"
         fail(f"{user}: no reply to phx_join (its ref is a JSON number); {why}")
     if join.message.get("status") != "ok":
         fail(f"{user}: join refused: {join.message}")
-    return {"client": client, "channel": channel, "seen": seen, "node": join.message["response"]["node"]}
+    return {
+        "client": client,
+        "channel": channel,
+        "seen": seen,
+        "node": join.message["response"]["node"],
+    }
 
 
 def main() -> None:
@@ -48,7 +60,9 @@ def main() -> None:
     bob = member(url2, "bob", topic)
     set_stage("presence")
     for who, m in (("alice", alice), ("bob", bob)):
-        wait_for(lambda m=m: sorted(m["seen"]["presence"]) == ["alice", "bob"], f"{who} sees alice,bob")
+        wait_for(
+            lambda m=m: sorted(m["seen"]["presence"]) == ["alice", "bob"], f"{who} sees alice,bob"
+        )
     set_stage("push new:msg")
     for who, m in (("alice", alice), ("bob", bob)):
         push = m["channel"].push("new:msg", {"body": f"from {who}"}, reply=True)
@@ -56,7 +70,10 @@ def main() -> None:
             fail(f"{who}: push new:msg reply: {push.message}")
     for who, m in (("alice", alice), ("bob", bob)):
         for body in ("from alice", "from bob"):
-            wait_for(lambda m=m, b=body: any(p["body"] == b for p in m["seen"]["msgs"]), f"{who} gets {body!r}")
+            wait_for(
+                lambda m=m, b=body: any(p["body"] == b for p in m["seen"]["msgs"]),
+                f"{who} gets {body!r}",
+            )
     origins = sorted(p["node"] for p in bob["seen"]["msgs"])
     for m in (alice, bob):
         m["client"].close()

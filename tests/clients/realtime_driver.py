@@ -10,16 +10,8 @@ import asyncio
 from importlib.metadata import version
 from typing import Any
 
-from common import STEP_S, fail, room, set_stage, start_deadline, succeed, urls
+from common import STEP_S, fail, room, set_stage, start_deadline, succeed, until, urls
 from realtime import AsyncRealtimeClient
-
-
-async def until(pred: Any, what: str) -> None:
-    for _ in range(int(STEP_S * 100)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    fail(f"timed out waiting for {what}")
 
 
 async def member(url: str, user: str, name: str) -> dict[str, Any]:
@@ -34,7 +26,9 @@ async def member(url: str, user: str, name: str) -> dict[str, Any]:
     statuses: list[str] = []
     set_stage(f"{user}: subscribe {channel.topic}")
     await asyncio.wait_for(
-        channel.subscribe(lambda state, err: statuses.append(f"{state}: {err}" if err else str(state))),
+        channel.subscribe(
+            lambda state, err: statuses.append(f"{state}: {err}" if err else str(state))
+        ),
         STEP_S,
     )
     if not statuses or "SUBSCRIBED" not in statuses[0]:
@@ -52,13 +46,19 @@ async def main() -> None:
     bob = await member(url2, "bob", name)
     set_stage("presence")
     for who, m in (("alice", alice), ("bob", bob)):
-        await until(lambda m=m: sorted(m["channel"].presence_state()) == ["alice", "bob"], f"{who} sees alice,bob")
+        await until(
+            lambda m=m: sorted(m["channel"].presence_state()) == ["alice", "bob"],
+            f"{who} sees alice,bob",
+        )
     set_stage("broadcast")
     for who, m in (("alice", alice), ("bob", bob)):
         await m["channel"].send_broadcast("msg", {"body": f"from {who}"})
     for who, m in (("alice", alice), ("bob", bob)):
         for body in ("from alice", "from bob"):
-            await until(lambda m=m, b=body: any(p.get("body") == b for p in m["msgs"]), f"{who} gets {body!r} (self: true)")
+            await until(
+                lambda m=m, b=body: any(p.get("body") == b for p in m["msgs"]),
+                f"{who} gets {body!r} (self: true)",
+            )
     topic = alice["channel"].topic
     for m in (alice, bob):
         await m["client"].close()

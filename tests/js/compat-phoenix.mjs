@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { run, check, waitUntil, replyOf, randomSuffix, fail, tracingTransport, STEP_TIMEOUT_MS, OVERALL_TIMEOUT_MS } from "./lib.mjs";
-import { installXMLHttpRequest } from "./xhr-shim.mjs";
+import { installXMLHttpRequest, xhrLog } from "./xhr-shim.mjs";
 
 const require = createRequire(import.meta.url);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -52,7 +52,9 @@ function presenceView(channel) {
 let stage = "start";
 const clientLog = [];
 const logger = (kind, msg, data) => clientLog.push(`${kind}: ${msg} ${data === undefined ? "" : JSON.stringify(data)}`.slice(0, 300));
-setTimeout(() => fail(`stuck at: ${stage}\nclient log (last 15):\n  ${clientLog.slice(-15).join("\n  ")}`),
+const tail = (lines, n) => lines.slice(-n).join("\n  ");
+setTimeout(() => fail(`stuck at: ${stage}\nclient log (last 10):\n  ${tail(clientLog, 10)}` +
+  (xhrLog.length ? `\nlong-poll HTTP (last 4):\n  ${tail(xhrLog, 4)}` : "")),
   OVERALL_TIMEOUT_MS - 500).unref();
 
 async function member(url, user, topic) {

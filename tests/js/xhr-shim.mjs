@@ -2,6 +2,9 @@
 // send, timeout, onreadystatechange, onerror, ontimeout, readyState, status, responseText),
 // over Node's fetch. Node has no XMLHttpRequest; browsers do.
 
+// What came back, and what the client's callback threw (a failure report quotes the tail).
+export const xhrLog = [];
+
 export function installXMLHttpRequest(target) {
   class XMLHttpRequest {
     constructor() {
@@ -35,7 +38,13 @@ export function installXMLHttpRequest(target) {
           this.responseText = await resp.text();
           if (timer) clearTimeout(timer);
           this.readyState = 4;
-          if (this.onreadystatechange) this.onreadystatechange();
+          xhrLog.push(`${this.method} ${resp.status} ${this.responseText.slice(0, 240)}`);
+          try {
+            if (this.onreadystatechange) this.onreadystatechange();
+          } catch (e) {
+            xhrLog.push(`the client's callback threw: ${e && e.stack ? e.stack.split("\n").slice(0, 2).join(" ") : e}`);
+            throw e;
+          }
         })
         .catch(() => {
           if (timer) clearTimeout(timer);
