@@ -98,9 +98,9 @@ def decode_push(data: bytes) -> Message:
     """Decode a client→server binary push; the payload stays ``bytes``."""
     if not data:
         raise ProtocolError("empty binary frame")
-    if data[0] == USER_BROADCAST_PUSH:
-        return decode_user_broadcast_push(data)
     if data[0] != PUSH:
+        if data[0] == USER_BROADCAST_PUSH:
+            return decode_user_broadcast_push(data)
         raise ProtocolError(f"unknown binary frame kind {data[0]}")
     (join_ref, ref, topic, event), payload = _unpack(data, 4)
     if not topic or not event:
@@ -182,30 +182,6 @@ def encode_client_push(
         _field(event, "event"),
     ]
     return _pack(PUSH, fields, payload)
-
-
-def encode_user_broadcast_push(
-    join_ref: str | None,
-    ref: str | None,
-    topic: str,
-    event: str,
-    payload: bytes,
-    *,
-    json: bool,
-    meta: bytes = b"",
-) -> bytes:
-    """Kind 3, as realtime-js sends it (client side: tests, tools)."""
-    if len(meta) > 255:
-        raise ProtocolError("metadata is longer than 255 bytes, too long for a binary frame")
-    fields = [
-        _field(join_ref, "join_ref"),
-        _field(ref, "ref"),
-        _field(topic, "topic"),
-        _field(event, "event"),
-        meta,
-    ]
-    header = bytes([USER_BROADCAST_PUSH, *(len(f) for f in fields), JSON if json else RAW])
-    return b"".join((header, *fields, payload))
 
 
 def decode_server(data: bytes) -> Message:
