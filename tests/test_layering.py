@@ -38,6 +38,7 @@ RANKS: dict[str, int] = {
     # applications, transports and tools on top
     "server": 3,
     "chat": 3,
+    "realtime": 3,  # Supabase Realtime-compatible channels: beside the chat, not on it
     "client": 3,
     "cluster": 3,
     "inspector": 3,

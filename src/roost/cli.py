@@ -115,6 +115,10 @@ def serve(**given: Any) -> None:
         origins=OriginPolicy(expand(cfg.allowed_origins)),
     )
     endpoint.proxies = cfg.proxies()
+    if cfg.realtime:
+        from .realtime import route
+
+        route(endpoint.router)
     app = build_app(
         endpoint,
         api_key=cfg.api_key or None,

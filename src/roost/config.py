@@ -264,6 +264,13 @@ class ServeConfig:
     echo: bool = opt(
         False, "--echo", "ROOST_ECHO", "Also serve the diagnostic echo:* channel.", is_flag=True
     )
+    realtime: bool = opt(
+        False,
+        "--realtime",
+        "ROOST_REALTIME",
+        "Also serve Supabase Realtime clients: realtime:* channels (Broadcast, Presence).",
+        is_flag=True,
+    )
 
     def __post_init__(self) -> None:
         if self.require_token and not self.secret:

@@ -12,6 +12,7 @@ from ..channels.presence import Presence
 from ..pubsub import Broker, HistoryPolicy, PubSub
 from ..security import tokens
 from ..security.origin import OriginPolicy
+from ..security.rooms import SETTINGS_KEY
 from .echo import EchoChannel
 from .room import RoomChannel
 
@@ -89,7 +90,8 @@ def create_endpoint(
         router=router,
         pubsub=pubsub,
         connect=make_connect(settings),
-        settings={"chat": settings},
+        # The room policy, also for other channel families and the REST API.
+        settings={"chat": settings, SETTINGS_KEY: settings},
         origins=origins or OriginPolicy(),
         limits=limits or Limits(),
         history=history or HistoryPolicy(),
