@@ -51,7 +51,10 @@ async def test_unanswerable_frames_close_1007(served: Any, frame: str) -> None:
     [
         ('["1","2","rooms:lobby",7,{}]', "event must be a non-empty string"),
         ('["1","2","rooms:lobby","",{}]', "event must be a non-empty string"),
-        ('[5,"2","rooms:lobby","new:msg",{}]', "join_ref must be a string or null"),
+        (
+            '[[5],"2","rooms:lobby","new:msg",{}]',
+            "join_ref must be a string, number, boolean or null",
+        ),
     ],
 )
 async def test_wrong_types_get_error_reply(served: Any, frame: str, reason: str) -> None:
@@ -84,6 +87,7 @@ async def test_binary_lengths_past_end_close_1007(served: Any) -> None:
 
 
 async def test_binary_over_v1_closes_1007(served: Any) -> None:
+    """V1 reads a binary frame as JSON (as Phoenix does): a V2 binary push is not JSON."""
     server, _ = served
     ws = await RawSocket.connect(server.ws_url, "vsn=1.0.0")
     await ws.send_raw(binary.encode_client_push("1", "2", "rooms:lobby", "new:msg", b"x"))

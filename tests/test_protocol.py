@@ -61,8 +61,8 @@ def test_v2_encodes_reply_push_broadcast() -> None:
         ("{}", "must be a JSON array"),
         ('["1","2","t","e"]', "5 elements"),
         ('["1","2","t","e",{},6]', "5 elements"),
-        ('[1,"2","t","e",{}]', "join_ref must be a string"),
-        ('["1",2,"t","e",{}]', "ref must be a string"),
+        ('[[1],"2","t","e",{}]', "join_ref must be a string, number, boolean or null"),
+        ('["1",{},"t","e",{}]', "ref must be a string, number, boolean or null"),
         ('["1","2",3,"e",{}]', "topic must be"),
         ('["1","2","t",null,{}]', "event must be"),
         ('["1","2","","e",{}]', "topic must be"),
@@ -109,9 +109,13 @@ def test_v1_rejects_malformed_frames(frame: str) -> None:
         V1.decode(TEXT, frame)
 
 
-def test_v1_has_no_binary() -> None:
-    with pytest.raises(ProtocolError, match="V2"):
+def test_v1_has_no_binary_payloads() -> None:
+    # A binary frame is read as JSON text (as Phoenix's V1 serializer does): a V2 binary
+    # push is not JSON.
+    with pytest.raises(ProtocolError, match="not valid JSON"):
         V1.decode(BINARY, b"\x00\x00\x00\x01\x01te")
+    msg = V1.decode(BINARY, b'{"topic":"t","event":"e","payload":{},"ref":1,"join_ref":1}')
+    assert msg == Message(1, 1, "t", "e", {})
     assert V1.broadcast("t", "e", Encoded(b"raw", binary=True)) is None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..protocol import Encoded
+from ..protocol import Encoded, Ref
 from ..pubsub import HistoryPolicy, Position, Recovery
 from .lifecycle import ChannelEvent, ChannelState, advance
 from .reply import Reply
@@ -39,7 +39,7 @@ class Channel:
         "wire",
     )
 
-    def __init__(self, socket: ChannelSocket, topic: str, join_ref: str | None) -> None:
+    def __init__(self, socket: ChannelSocket, topic: str, join_ref: Ref) -> None:
         self.socket = socket
         self.topic = topic
         self.join_ref = join_ref
@@ -74,8 +74,11 @@ class Channel:
     async def after_join(self) -> None:
         """Runs after the ok reply was sent (Phoenix's ``send(self(), :after_join)``)."""
 
-    async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
-        """A client push. Return a Reply, or None for no reply."""
+    async def handle_in(self, event: str, payload: Any, ref: Any) -> Reply | None:
+        """A client push. Return a Reply, or None for no reply.
+
+        ``ref`` is the client's ref, a ``Ref`` (any JSON scalar); typed ``Any`` here so
+        that channels written for string refs still type-check."""
         return Reply.error({"reason": "unknown event"})
 
     def handle_out(self, event: str, payload: Encoded) -> None:
@@ -116,7 +119,7 @@ class Channel:
         """Send an event to this client only."""
         self.socket.push(self.join_ref, self.topic, event, Encoded.of(payload))
 
-    def reply(self, ref: str | None, reply: Reply) -> None:
+    def reply(self, ref: Ref, reply: Reply) -> None:
         """Answer a push later (when ``handle_in`` returned None)."""
         self.socket.reply(self.join_ref, ref, self.topic, reply)
 

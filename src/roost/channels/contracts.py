@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from ..protocol import Encoded
+from ..protocol import Encoded, Ref
 from ..pubsub import HistoryPolicy, PubSub, Wire
 from .lifecycle import ChannelEvent
 from .reply import Reply
@@ -80,11 +80,11 @@ class ChannelSocket(Protocol):
 
     def push(
         self,
-        join_ref: str | None,
+        join_ref: Ref,
         topic: str,
         event: str,
         payload: Encoded,
-        ref: str | None = None,
+        ref: Ref = None,
     ) -> None: ...
 
-    def reply(self, join_ref: str | None, ref: str | None, topic: str, reply: Reply) -> None: ...
+    def reply(self, join_ref: Ref, ref: Ref, topic: str, reply: Reply) -> None: ...

@@ -24,6 +24,8 @@ from ..protocol import (
     Frame,
     Message,
     ProtocolError,
+    Ref,
+    same_ref,
 )
 from ..protocol.close import CLOSE_INVALID, CLOSE_POLICY
 from ..protocol.close import CLOSE_RESTART as CLOSE_RESTART  # re-exported: server/drain.py
@@ -99,21 +101,19 @@ class Socket:
 
     def push(
         self,
-        join_ref: str | None,
+        join_ref: Ref,
         topic: str,
         event: str,
         payload: Encoded,
-        ref: str | None = None,
+        ref: Ref = None,
     ) -> None:
         self.stats.pushes_out += 1
         self.send(self.serializer.push(join_ref, topic, event, payload, ref))
 
-    def reply(self, join_ref: str | None, ref: str | None, topic: str, reply: Reply) -> None:
+    def reply(self, join_ref: Ref, ref: Ref, topic: str, reply: Reply) -> None:
         self._reply(join_ref, ref, topic, reply.status, Encoded.of(reply.response))
 
-    def _reply(
-        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
-    ) -> None:
+    def _reply(self, join_ref: Ref, ref: Ref, topic: str, status: str, response: Encoded) -> None:
         self.stats.replies_out += 1
         self.send(self.serializer.reply(join_ref, ref, topic, status, response))
 
@@ -166,8 +166,8 @@ class Socket:
             else:
                 self._reply(msg.join_ref, msg.ref, topic, "error", UNMATCHED)
             return
-        if msg.join_ref is not None and msg.join_ref != channel.join_ref:
-            return  # stale: a message for an earlier join of this topic
+        if msg.join_ref is not None and not same_ref(msg.join_ref, channel.join_ref):
+            return  # stale: a message for an earlier join of this topic (Phoenix's ===)
         if event == PHX_LEAVE:
             self._reply(channel.join_ref, msg.ref, topic, "ok", EMPTY)
             await self._close_channel(channel, ChannelEvent.LEAVE)

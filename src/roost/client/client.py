@@ -348,7 +348,7 @@ class Client:
     def _route(self, msg: Message) -> None:
         for cb in self.on_message:
             cb(msg)
-        if msg.event == PHX_REPLY and msg.ref is not None:
+        if msg.event == PHX_REPLY and isinstance(msg.ref, str):  # (this client's refs are text)
             fut = self._pending.get(msg.ref)
             if fut is not None and not fut.done():
                 payload = msg.payload

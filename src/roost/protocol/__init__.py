@@ -20,6 +20,8 @@ from .message import (
     Encoded,
     Frame,
     Message,
+    Ref,
+    same_ref,
 )
 from .serializer import Serializer
 from .vsn import for_vsn
@@ -42,7 +44,9 @@ __all__ = [
     "Frame",
     "Message",
     "ProtocolError",
+    "Ref",
     "Serializer",
     "for_vsn",
+    "same_ref",
     "ws_bytes",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .message import Ref
+
 
 class ProtocolError(Exception):
     """A frame that is not a valid Phoenix message.
@@ -16,8 +18,8 @@ class ProtocolError(Exception):
         self,
         reason: str,
         *,
-        join_ref: str | None = None,
-        ref: str | None = None,
+        join_ref: Ref = None,
+        ref: Ref = None,
         topic: str | None = None,
     ) -> None:
         super().__init__(reason)

@@ -1,6 +1,8 @@
 """The V1 serializer: JSON object frames ``{"topic","event","payload","ref"}``.
 
-Spoken by phoenix.js 1.2 and by clients that send no ``vsn``. It has no binary frames.
+Spoken by phoenix.js 1.2 and by clients that send no ``vsn``. It has no binary payloads:
+a binary WebSocket frame is read as JSON text, as Phoenix's V1 serializer does (it ignores
+the opcode; phx-events sends its frames as binary). What it writes is always text.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import cast
 import orjson
 
 from .errors import ProtocolError
-from .message import BINARY, PHX_REPLY, TEXT, Encoded, Frame, Message
+from .message import PHX_REPLY, TEXT, Encoded, Frame, Message, Ref
 from .serializer import check_fields
 
 _dumps = orjson.dumps
@@ -20,8 +22,7 @@ class V1Serializer:
     vsn = "1.0.0"
 
     def decode(self, opcode: int, data: bytes | str) -> Message:
-        if opcode == BINARY:
-            raise ProtocolError("binary frames need the V2 serializer (vsn=2.0.0)")
+        # Either opcode: a binary frame holds the same JSON (not UTF-8: "not valid JSON").
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -36,7 +37,7 @@ class V1Serializer:
         return Message(join_ref, ref, cast(str, topic), cast(str, event), value["payload"])
 
     @staticmethod
-    def _frame(topic: str, event: str, payload: bytes, ref: str | None) -> Frame:
+    def _frame(topic: str, event: str, payload: bytes, ref: Ref) -> Frame:
         return Frame(
             TEXT,
             b'{"topic":'
@@ -52,18 +53,18 @@ class V1Serializer:
 
     def push(
         self,
-        join_ref: str | None,
+        join_ref: Ref,
         topic: str,
         event: str,
         payload: Encoded,
-        ref: str | None = None,
+        ref: Ref = None,
     ) -> Frame | None:
         if payload.binary:
             return None
         return self._frame(topic, event, payload.data, ref)
 
     def reply(
-        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
+        self, join_ref: Ref, ref: Ref, topic: str, status: str, response: Encoded
     ) -> Frame | None:
         if response.binary:
             return None
@@ -76,7 +77,7 @@ class V1Serializer:
         return self._frame(topic, event, payload.data, None)
 
     def encode_client(
-        self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Encoded
+        self, join_ref: Ref, ref: Ref, topic: str, event: str, payload: Encoded
     ) -> Frame:
         if payload.binary:
             raise ProtocolError("binary payloads need the V2 serializer")

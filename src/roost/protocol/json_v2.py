@@ -1,5 +1,8 @@
 """The V2 serializer: JSON array frames ``[join_ref, ref, topic, event, payload]``, and
-binary frames for ``bytes`` payloads."""
+binary frames for ``bytes`` payloads.
+
+Refs are any JSON scalar, echoed as they came. A binary frame carries them as text:
+a number or boolean as its JSON text (Phoenix's ``to_string``), null as empty."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import orjson
 
 from . import binary
 from .errors import ProtocolError
-from .message import BINARY, PHX_REPLY, TEXT, Encoded, Frame, Message
+from .message import BINARY, PHX_REPLY, TEXT, Encoded, Frame, Message, Ref, ref_text
 from .serializer import check_fields
 
 _dumps = orjson.dumps
@@ -40,14 +43,14 @@ class V2Serializer:
 
     def push(
         self,
-        join_ref: str | None,
+        join_ref: Ref,
         topic: str,
         event: str,
         payload: Encoded,
-        ref: str | None = None,
+        ref: Ref = None,
     ) -> Frame:
         if payload.binary:
-            return Frame(BINARY, binary.encode_push(join_ref, topic, event, payload.data))
+            return Frame(BINARY, binary.encode_push(ref_text(join_ref), topic, event, payload.data))
         return Frame(
             TEXT,
             b"["
@@ -63,11 +66,14 @@ class V2Serializer:
             + b"]",
         )
 
-    def reply(
-        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
-    ) -> Frame:
+    def reply(self, join_ref: Ref, ref: Ref, topic: str, status: str, response: Encoded) -> Frame:
         if response.binary:
-            return Frame(BINARY, binary.encode_reply(join_ref, ref, topic, status, response.data))
+            return Frame(
+                BINARY,
+                binary.encode_reply(
+                    ref_text(join_ref), ref_text(ref), topic, status, response.data
+                ),
+            )
         return Frame(
             TEXT,
             b"["
@@ -91,11 +97,14 @@ class V2Serializer:
 
     # -- client side -----------------------------------------------------------------
     def encode_client(
-        self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Encoded
+        self, join_ref: Ref, ref: Ref, topic: str, event: str, payload: Encoded
     ) -> Frame:
         if payload.binary:
             return Frame(
-                BINARY, binary.encode_client_push(join_ref, ref, topic, event, payload.data)
+                BINARY,
+                binary.encode_client_push(
+                    ref_text(join_ref), ref_text(ref), topic, event, payload.data
+                ),
             )
         head = _dumps([join_ref, ref, topic, event])
         return Frame(TEXT, head[:-1] + b"," + payload.data + b"]")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -19,6 +19,26 @@ PHOENIX_TOPIC = "phoenix"
 TEXT = 0x1
 BINARY = 0x2
 
+Ref: TypeAlias = str | int | float | bool | None
+"""A ``ref`` or ``join_ref``: any JSON scalar the client chose (phoenix.js sends strings,
+other clients numbers). The server echoes it unchanged, as Phoenix does."""
+
+REF_TYPES = (str, int, float)  # (bool is an int)
+
+
+def same_ref(a: Ref, b: Ref) -> bool:
+    """Phoenix's ``===`` on refs: equal and of one type (``1`` is not ``"1"``, ``1.0`` or
+    ``true``; Python alone would say ``1 == 1.0 == True``)."""
+    return a == b and type(a) is type(b)
+
+
+def ref_text(ref: Ref) -> str | None:
+    """A ref as binary frames carry it (Phoenix's ``to_string``): text unchanged, a number
+    or boolean as its JSON text, null as None (an empty field)."""
+    if ref is None or isinstance(ref, str):
+        return ref
+    return orjson.dumps(ref).decode()
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -27,8 +47,8 @@ class Message:
     ``payload`` is a JSON value, or ``bytes`` when the frame carried a binary payload.
     """
 
-    join_ref: str | None
-    ref: str | None
+    join_ref: Ref
+    ref: Ref
     topic: str
     event: str
     payload: Any

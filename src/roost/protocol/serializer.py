@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .errors import ProtocolError
-from .message import Encoded, Frame, Message
+from .message import REF_TYPES, Encoded, Frame, Message, Ref
 
 
 class Serializer(Protocol):
@@ -24,40 +24,60 @@ class Serializer(Protocol):
 
     def push(
         self,
-        join_ref: str | None,
+        join_ref: Ref,
         topic: str,
         event: str,
         payload: Encoded,
-        ref: str | None = None,
+        ref: Ref = None,
     ) -> Frame | None:
         """A server push; ``ref`` is set only for ``phx_close`` (Phoenix sends the join ref)."""
         ...
 
     def reply(
-        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Encoded
+        self, join_ref: Ref, ref: Ref, topic: str, status: str, response: Encoded
     ) -> Frame | None: ...
 
     def broadcast(self, topic: str, event: str, payload: Encoded) -> Frame | None: ...
 
     def encode_client(
-        self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Encoded
+        self, join_ref: Ref, ref: Ref, topic: str, event: str, payload: Encoded
     ) -> Frame: ...
 
     def decode_server(self, opcode: int, data: bytes | str) -> Message: ...
 
 
+_NOT_A_REF = "{} must be a string, number, boolean or null"
+
+
+def is_ref(value: Any) -> bool:
+    """A JSON scalar: what a client may use as a ref or join_ref (Phoenix echoes any)."""
+    return value is None or isinstance(value, REF_TYPES)
+
+
 def check_fields(obj: Any, join_ref: Any, ref: Any, topic: Any, event: Any) -> None:
-    """Validate the types of a decoded message's fields (shared by V1 and V2)."""
-    addr = {
-        "join_ref": join_ref if isinstance(join_ref, str) else None,
-        "ref": ref if isinstance(ref, str) else None,
-        "topic": topic if isinstance(topic, str) else None,
-    }
+    """Validate the types of a decoded message's fields (shared by V1 and V2).
+
+    Refs may be any JSON scalar (string, number, boolean, null), echoed unchanged;
+    an array or object is refused (no client sends one, and a ref is compared and
+    echoed as one value)."""
+    if (
+        isinstance(topic, str)
+        and topic
+        and isinstance(event, str)
+        and event
+        and (join_ref is None or isinstance(join_ref, REF_TYPES))
+        and (ref is None or isinstance(ref, REF_TYPES))
+    ):
+        return
     if not isinstance(topic, str) or not topic:
-        raise ProtocolError("topic must be a non-empty string", **addr)
-    if not isinstance(event, str) or not event:
-        raise ProtocolError("event must be a non-empty string", **addr)
-    if join_ref is not None and not isinstance(join_ref, str):
-        raise ProtocolError("join_ref must be a string or null", **addr)
-    if ref is not None and not isinstance(ref, str):
-        raise ProtocolError("ref must be a string or null", **addr)
+        reason = "topic must be a non-empty string"
+    elif not isinstance(event, str) or not event:
+        reason = "event must be a non-empty string"
+    else:
+        reason = _NOT_A_REF.format("join_ref" if not is_ref(join_ref) else "ref")
+    raise ProtocolError(
+        reason,
+        join_ref=join_ref if is_ref(join_ref) else None,
+        ref=ref if is_ref(ref) else None,
+        topic=topic if isinstance(topic, str) else None,
+    )
