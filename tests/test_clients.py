@@ -50,7 +50,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     servers: list[ServerProcess] = []
     try:
         for name in ("n1", "n2"):
-            args = ["--redis", redis.url, "--echo", "--msg-rate", "0"]
+            args = ["--redis", redis.url, "--echo", "--realtime", "--msg-rate", "0"]
             servers.append(start_server(*args, node=name, log_dir=logs))
         one = (servers[0].ws_url, servers[0].ws_url)
         two = (servers[0].ws_url, servers[1].ws_url)

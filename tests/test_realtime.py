@@ -504,3 +504,25 @@ def test_user_broadcast_frames_are_checked() -> None:
     }
     with pytest.raises(ProtocolError):
         binary.decode_server(out[:3])
+
+
+def test_supabase_api_keys_stand_for_no_user() -> None:
+    """What Supabase clients send when nobody is signed in (an ``sb_`` key, or a legacy
+    anon JWT) is "no user token"; any other JWT must be a roost token (refused)."""
+    import base64 as b64
+    import json as js
+
+    from roost.realtime.auth import is_api_key
+
+    def jwt(claims: dict[str, object]) -> str:
+        def part(obj: object) -> str:
+            return b64.urlsafe_b64encode(js.dumps(obj).encode()).rstrip(b"=").decode()
+
+        return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+    assert is_api_key("sb_publishable_abc")
+    assert is_api_key(jwt({"role": "anon", "iss": "supabase"}))
+    assert not is_api_key(jwt({"role": "authenticated", "sub": "al"}))
+    assert not is_api_key(jwt({"role": "service_role"}))
+    assert not is_api_key("eyJ.not-base64!.x")
+    assert not is_api_key("forged")

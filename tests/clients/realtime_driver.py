@@ -13,10 +13,14 @@ from typing import Any
 from common import STEP_S, fail, room, set_stage, start_deadline, succeed, until, urls
 from realtime import AsyncRealtimeClient
 
+# What a Supabase project gives its clients when nobody is signed in: roost reads an
+# sb_ key (or a legacy JWT claiming role "anon") as "no user token".
+ANON_KEY = "sb_publishable_roost-compat"
+
 
 async def member(url: str, user: str, name: str) -> dict[str, Any]:
     set_stage(f"{user}: connect {url}")
-    client = AsyncRealtimeClient(url, "roost-compat", params={"user": user}, auto_reconnect=False)
+    client = AsyncRealtimeClient(url, ANON_KEY, params={"user": user}, auto_reconnect=False)
     await asyncio.wait_for(client.connect(), STEP_S)
     config = {"config": {"broadcast": {"self": True, "ack": True}, "presence": {"key": user}}}
     channel = client.channel(name, config)  # type: ignore[arg-type]

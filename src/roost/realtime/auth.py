@@ -2,13 +2,17 @@
 
 The ``access_token`` of a join (or of an ``access_token`` push) is a roost token
 (``roost token``), verified as the connect hook verifies one (``security.tokens``).
-A Supabase API key (``sb_...``, what supabase-js sends when no user is signed in)
-stands for "no user token": the socket's own identity applies. Rooms are authorized
+A Supabase API key — ``sb_...``, or a legacy anon key (a JWT whose claims say
+``"role": "anon"``), what the Supabase clients send when no user is signed in — stands
+for "no user token": the socket's own identity applies. Such a key is not verified:
+it claims no more than the socket already has. Rooms are authorized
 by the endpoint's ``RoomPolicy`` (the chat's ``--rooms``/``--private-rooms``).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +21,20 @@ from ..security.rooms import RoomPolicy
 from .joinconfig import Invalid
 
 API_KEY_PREFIX = "sb_"
+
+
+def is_api_key(token: str) -> bool:
+    """``sb_...``, or a JWT claiming only the ``anon`` role (read, not verified)."""
+    if token.startswith(API_KEY_PREFIX):
+        return True
+    parts = token.split(".")
+    if len(parts) != 3 or not token.startswith("eyJ") or len(token) > 4096:
+        return False
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(claims, dict) and claims.get("role") == "anon"
 
 
 @dataclass(frozen=True)
@@ -28,7 +46,7 @@ class Identity:
 
 def identify(policy: RoomPolicy | None, token: str | None, assigns: dict[str, Any]) -> Identity:
     """The identity a channel acts with; ``Invalid`` for a bad or expired token."""
-    if not token or token.startswith(API_KEY_PREFIX):
+    if not token or is_api_key(token):
         return Identity(assigns)
     if policy is None or not policy.secret:
         raise Invalid("InvalidJWTToken: tokens are not enabled on this server")
