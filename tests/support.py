@@ -157,3 +157,99 @@ async def until(pred: Callable[[], object], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@dataclass
+class SentinelTopology:
+    """A master, its replicas and sentinels watching them, all on free loopback ports."""
+
+    master: RedisProcess
+    replicas: list[RedisProcess]
+    sentinel_ports: list[int]
+    sentinels: list[subprocess.Popen[bytes]]
+    name: str = "mymaster"
+
+    def url(self, scheme: str = "redis+sentinel", auth: str = "") -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"{scheme}://{auth}{hosts}/{self.name}"
+
+    def master_port(self) -> int:
+        """The master's port as the first answering sentinel sees it."""
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(port=port, socket_timeout=0.5) as r:
+                    found = r.sentinel_get_master_addr_by_name(self.name)
+            except (redis.RedisError, OSError):
+                continue
+            if found:
+                return int(found[1])
+        raise RuntimeError("no sentinel answered")
+
+    def node(self, port: int) -> RedisProcess:
+        return next(r for r in [self.master, *self.replicas] if r.port == port)
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for redis in [self.master, *self.replicas]:
+            redis.stop()
+
+
+def start_sentinel_topology(
+    workdir: Path,
+    *,
+    replicas: int = 1,
+    sentinels: int = 3,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 3000,
+    name: str = "mymaster",
+) -> SentinelTopology:
+    """A master with ``replicas`` replicas and ``sentinels`` sentinels (quorum: a
+    majority) on loopback, once every sentinel knows every replica and sentinel."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: scripts/test installs it (apt-get)")
+    master = start_redis()
+    copies = [start_redis("--replicaof", "127.0.0.1", str(master.port)) for _ in range(replicas)]
+    ports = [free_port() for _ in range(sentinels)]
+    procs = []
+    for port in ports:
+        conf = workdir / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} {sentinels // 2 + 1}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        procs.append(
+            subprocess.Popen(
+                [binary, str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    topology = SentinelTopology(master, copies, ports, procs, name)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if all(_sentinel_sees(port, name, replicas, sentinels - 1) for port in ports):
+            return topology
+        time.sleep(0.1)
+    topology.stop()
+    raise RuntimeError("the sentinels did not discover the topology")
+
+
+def _sentinel_sees(port: int, name: str, replicas: int, others: int) -> bool:
+    """The sentinel on ``port`` knows ``replicas`` replicas and ``others`` sentinels."""
+    import redis
+
+    try:
+        with redis.Redis(port=port, socket_timeout=0.5) as r:
+            info = r.sentinel_master(name)
+    except (redis.RedisError, OSError):
+        return False
+    return bool(info["num-slaves"] >= replicas and info["num-other-sentinels"] >= others)

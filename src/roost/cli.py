@@ -95,6 +95,8 @@ def serve(**given: Any) -> None:
             keys=Keys(cfg.redis_prefix, cfg.app_name),
             probe_interval=cfg.probe_interval,
             timeout=cfg.redis_timeout,
+            wait_replicas=cfg.redis_wait_replicas,
+            wait_timeout=cfg.redis_wait_timeout,
             signing_key=cfg.redis_signing_key.encode() or None,
             **cfg.redis_tls(),  # type: ignore[arg-type]
         )

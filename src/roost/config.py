@@ -66,8 +66,8 @@ class ServeConfig:
         None,
         "--redis",
         "ROOST_REDIS_URL",
-        "Redis URL (redis://, rediss://, unix://; user:password@, /db) to scale out; "
-        "without it the embedded memory broker serves one node.",
+        "Redis URL (redis://, rediss://, unix://; user:password@, /db; or "
+        "redis+sentinel://host:26379,host:26380/<master>[/db]) to scale out; without it the embedded memory broker serves one node.",
         show_default=False,
     )
     pubsub_mode: str = opt(
@@ -117,6 +117,21 @@ class ServeConfig:
         "Deadline of every Redis command (connect, pool wait, reply); a stored publish "
         "answers within twice this (keep it under phoenix.js's 10 s push timeout).",
         minimum=0.05,
+    )
+    redis_wait_replicas: int = opt(
+        0,
+        "--redis-wait-replicas",
+        "ROOST_REDIS_WAIT_REPLICAS",
+        "Acknowledge a stored message only once this many replicas have it (Redis WAIT); "
+        "0: off. Fewer in time: the sender gets 'temporarily unavailable'.",
+        minimum=0,
+    )
+    redis_wait_timeout: float = opt(
+        0.2,
+        "--redis-wait-timeout",
+        "ROOST_REDIS_WAIT_TIMEOUT",
+        "Seconds a stored publish waits for its replicas (with --redis-wait-replicas).",
+        minimum=0.001,
     )
     probe_interval: float = opt(
         5.0,
@@ -275,6 +290,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.require_token and not self.secret:
             raise ValueError("--require-token needs a secret (--secret or ROOST_SECRET)")
+        if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
+            raise ValueError("--redis-wait-timeout must be below --redis-timeout")
         self.proxies()  # a bad CIDR is a usage error, not a crash at the first request
 
     def limits(self) -> Limits:

@@ -70,6 +70,8 @@ class RedisBroker(Broker):
         max_queue: int = 100_000,
         pool_size: int = 32,
         signing_key: bytes | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.2,
         **connection_kwargs: Any,
     ) -> None:
         if mode not in MODES:
@@ -93,7 +95,12 @@ class RedisBroker(Broker):
         # A stored publish answers inside 2 x timeout: below phoenix.js's 10 s push
         # timeout with the default, so a client never sees a late ok.
         self.publisher = Publisher(
-            self.connection, self.stats, deadline=2 * timeout, max_queue=max_queue
+            self.connection,
+            self.stats,
+            deadline=2 * timeout,
+            max_queue=max_queue,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
         )
         self.link = SubscriberLink(
             self.connection,

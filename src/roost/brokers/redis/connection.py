@@ -21,8 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
+
+from .sentinel import blocking_pool, plain_pool
 
 log = logging.getLogger("roost.redis")
 
@@ -52,14 +54,14 @@ class RedisConnection:
             "health_check_interval": 0,
             **connection_kwargs,
         }
-        self.pool = BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=timeout, **kw
-        )
+        # Any Redis URL, redis+sentinel:// included (sentinel.py): a sentinel pool finds
+        # the current master at every connect, with the same deadlines.
+        self.pool = blocking_pool(url, max_connections=pool_size, timeout=timeout, **kw)
         self.redis = aioredis.Redis(connection_pool=self.pool)
         # RESP2 and no read deadline on the subscriber: (un)subscribe confirmations and
         # messages come back from read_response() in order, and a quiet channel is fine
         # (the liveness probe judges a silent subscription).
-        self._sub_pool = ConnectionPool.from_url(
+        self._sub_pool = plain_pool(
             url, max_connections=1, **{**kw, "protocol": 2, "socket_timeout": None}
         )
         #: Redis answered the last health check (PING) within its deadline.
@@ -67,7 +69,8 @@ class RedisConnection:
         self.last_ok = 0.0
 
     def subscriber(self) -> AbstractConnection:
-        """A new, unconnected connection for the subscriber (one at a time)."""
+        """A new, unconnected connection for the subscriber (one at a time); through
+        Sentinel it connects to whichever Redis is the master when it connects."""
         return self._sub_pool.make_connection()  # type: ignore[no-untyped-call,no-any-return]
 
     async def ping(self) -> bool:
@@ -123,7 +126,7 @@ def safe_url(url: str) -> str:
     base, q, query = rest.partition("?")
     if q:
         parts = [
-            f"{key}=***" if key.lower() in ("password", "pass", "pwd") else f"{key}{eq}{value}"
+            f"{key}=***" if key.lower().endswith(("password", "pass", "pwd")) else f"{key}{eq}{value}"
             for key, eq, value in (item.partition("=") for item in query.split("&"))
         ]
         rest = base + "?" + "&".join(parts)

@@ -50,6 +50,7 @@ from redis.backoff import NoBackoff
 from ...pubsub.presence import Changed, Entry, Resync
 from .keys import Keys
 from .presence_codec import MAX_ENTRY_BYTES, EntryCodec
+from .sentinel import blocking_pool
 from .stats import BrokerStats
 
 log = logging.getLogger("roost.presence")
@@ -197,7 +198,7 @@ class RedisPresenceStore:
         # refuses; 100 nodes x 200 joins would also crowd Redis' maxclients). A
         # pipeline per join would not help: a join's calls are sequential. Waiting for
         # a connection has the same kind of deadline as a command.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = blocking_pool(
             url,
             max_connections=max_connections,
             timeout=2 * self.command_timeout,

@@ -12,6 +12,14 @@ trip, so they reach Redis in the order they were made. Two kinds of item:
   could be sent. (A frozen Redis that wakes up may still run a batch whose reply
   timed out: the client was told "error" for a message that then appears. That
   message was not acknowledged; nothing acknowledged is lost.)
+
+With ``wait_replicas`` N > 0, a batch holding stored publishes ends with ``WAIT N
+timeout`` in the same pipeline (same connection, so it covers every write before
+it): its stored publishes are acknowledged only when N replicas have them. When
+fewer answer in time the callers get ``HistoryUnavailable`` (the client's
+``temporarily unavailable``) — though the message is stored on the master and was
+already published, so members may receive it: "unavailable" means "not known to
+survive a failover", not "not sent".
 """
 
 from __future__ import annotations
@@ -57,12 +65,16 @@ class Publisher:
         deadline: float,
         max_queue: int = 100_000,
         plain_ttl: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.2,
     ) -> None:
         self.connection = connection
         self.stats = stats
         self.deadline = deadline
         self.max_queue = max_queue
         self.plain_ttl = plain_ttl
+        self.wait_replicas = wait_replicas
+        self.wait_ms = max(1, round(wait_timeout * 1000))
         self.clock = connection.clock
         self.queue: deque[PlainPublish | StoredPublish] = deque()
         self._event = asyncio.Event()
@@ -135,9 +147,14 @@ class Publisher:
                     await asyncio.sleep(BACKOFF[min(failures - 1, 3)])
                     continue
                 failures = 0
-                for item, result in zip(batch, results, strict=True):
+                unreplicated = self._unreplicated(batch, results)
+                for item, result in zip(batch, results, strict=False):
                     if isinstance(item, StoredPublish) and not item.future.done():
-                        if isinstance(result, Exception):
+                        if unreplicated is not None:
+                            self.stats.publish_errors += 1
+                            item.future.set_exception(HistoryUnavailable(unreplicated))
+                            item.future.exception()
+                        elif isinstance(result, Exception):
                             item.future.set_exception(HistoryUnavailable(str(result)))
                             item.future.exception()
                         else:
@@ -154,11 +171,26 @@ class Publisher:
                         pipe.publish(item.channel, item.data)
                     else:
                         await self._script(keys=item.keys, args=item.args, client=pipe)
+                if self.wait_replicas and any(isinstance(i, StoredPublish) for i in batch):
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
                 t0 = self.clock()
                 results = await pipe.execute(raise_on_error=False)
                 if self.observe is not None:
                     self.observe(self.clock() - t0)
                 return list(results)
+
+    def _unreplicated(self, batch: list[PlainPublish | StoredPublish], results: list[Any]) -> str | None:
+        """Why the batch's stored publishes are not acknowledged (WAIT answered fewer
+        replicas than wanted, or failed); None when they are (or no WAIT was sent)."""
+        if len(results) == len(batch):
+            return None
+        acked = results[-1]
+        if isinstance(acked, Exception):
+            return f"WAIT failed: {acked}"
+        if int(acked) < self.wait_replicas:
+            self.stats.unreplicated += 1
+            return f"stored on {int(acked)} of {self.wait_replicas} replicas in time"
+        return None
 
     def _failed(
         self, batch: list[PlainPublish | StoredPublish], exc: BaseException, failures: int

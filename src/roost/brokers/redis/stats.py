@@ -12,6 +12,7 @@ class BrokerStats:
     published: int = 0
     publish_errors: int = 0  # commands Redis did not take (stored ones: error replies)
     publish_timeouts: int = 0  # stored publishes refused for missing their deadline
+    unreplicated: int = 0  # batches whose WAIT answered fewer replicas than wanted
     dropped: int = 0  # publish queue full
     received: int = 0
     invalid: int = 0
