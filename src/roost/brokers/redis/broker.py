@@ -292,7 +292,7 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 await asyncio.shield(cursor.confirmed)
-            epoch, top, _ = await self.reader.catch_up(topic, None, 0, 0)
+            epoch, top, _, _ = await self.reader.catch_up(topic, None, 0, 0)
         except BaseException as exc:
             if self.cursors.topics.get(topic) is cursor:
                 await self.unsubscribe(topic)

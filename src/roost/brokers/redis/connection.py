@@ -126,7 +126,9 @@ def safe_url(url: str) -> str:
     base, q, query = rest.partition("?")
     if q:
         parts = [
-            f"{key}=***" if key.lower().endswith(("password", "pass", "pwd")) else f"{key}{eq}{value}"
+            f"{key}=***"
+            if key.lower().endswith(("password", "pass", "pwd"))
+            else f"{key}{eq}{value}"
             for key, eq, value in (item.partition("=") for item in query.split("&"))
         ]
         rest = base + "?" + "&".join(parts)

@@ -69,9 +69,15 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 # (topic, cursor epoch or None, after offset, at most N entries) →
-# (the topic's epoch or None when it has no history, its top offset, entries)
+# (the topic's epoch or None when it has no history, its top offset, entries[, the
+# offset they follow: where another epoch continues the cursor or begins; a reader
+# without it means 0, an epoch delivered from its first offset])
 Reader = Callable[
-    [str, str | None, int, int], Awaitable[tuple[str | None, int, list[StoredMessage]]]
+    [str, str | None, int, int],
+    Awaitable[
+        tuple[str | None, int, list[StoredMessage]]
+        | tuple[str | None, int, list[StoredMessage], int]
+    ],
 ]
 
 
@@ -257,7 +263,7 @@ class Cursors:
             cursor.again = False
             stale = len(cursor.queue)
             try:
-                epoch, top, entries = await self.read(
+                epoch, top, entries, *start = await self.read(
                     cursor.topic, cursor.epoch, cursor.offset, FILL_BATCH
                 )
             except REDIS_ERRORS as exc:
@@ -270,16 +276,18 @@ class Cursors:
             if epoch is None:  # the topic has no history any more: start again from 0
                 cursor.epoch, cursor.offset = None, 0
             else:
-                self._deliver(cursor, epoch, top, entries)
+                self._deliver(cursor, epoch, top, entries, start[0] if start else 0)
                 if len(entries) >= FILL_BATCH or cursor.again:
                     continue
             break
         cursor.move(Event.FILLED)
         self._drain(cursor, stale)
 
-    def _deliver(self, cursor: Cursor, epoch: str, top: int, entries: list[StoredMessage]) -> None:
-        if epoch != cursor.epoch:
-            cursor.epoch, cursor.offset = epoch, 0
+    def _deliver(
+        self, cursor: Cursor, epoch: str, top: int, entries: list[StoredMessage], start: int
+    ) -> None:
+        if epoch != cursor.epoch:  # another epoch: from where it continues us, or begins
+            cursor.epoch, cursor.offset = epoch, start
         topic = cursor.topic
         for m in entries:
             if m.offset <= cursor.offset:

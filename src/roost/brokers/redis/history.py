@@ -1,6 +1,8 @@
 """History in Redis: a stream and a meta hash per topic, written by one Lua script.
 
-    hash   <prefix>:<app>:m:{topic}   epoch, offset, bytes (of the stream's fields)
+    hash   <prefix>:<app>:m:{topic}   epoch, offset, bytes (of the stream's fields),
+                                      g (run id of the Redis that wrote last), prev
+                                      and base (the epoch before, its last offset here)
     stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms),
                                       n (origin node), s (signature, or "")
 
@@ -15,17 +17,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...pubsub.history import StoredMessage
+from ...pubsub.history import Position, StoredMessage
 
-# Lua helpers: this Redis instance's generation (its run id: new at every restart or
-# failover; "-" where INFO is not allowed) and its clock in milliseconds, for epochs
-# and empty positions.
+# Lua helpers: this Redis process's run id (new at every restart, and a promoted
+# replica is another process; "-" where INFO is not allowed), and a stamp of it and
+# the clock in milliseconds, for epochs and empty positions.
 _STAMP = """
-local function stamp()
+local function run_id()
   local info = redis.pcall('INFO', 'server')
-  local run = type(info) == 'string' and string.match(info, 'run_id:(%x%x%x%x%x%x%x%x)') or '-'
+  return type(info) == 'string' and string.match(info, 'run_id:(%x+)') or '-'
+end
+local function stamp(run)
   local t = redis.call('TIME')
-  return run .. '.' .. t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  return string.sub(run, 1, 8) .. '.' .. t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
 """
 
@@ -36,10 +40,17 @@ end
 PUBLISH_STORED = (
     _STAMP
     + """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local run = run_id()
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g')
+local epoch = meta[1]
 if not epoch then
-  epoch = stamp() .. '.' .. ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0)
+  epoch = stamp(run) .. '.' .. ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0, 'g', run)
+elseif meta[2] ~= run then
+  local base = redis.call('HGET', KEYS[1], 'offset') or '0'
+  redis.call('HSET', KEYS[1], 'prev', epoch, 'base', base)
+  epoch = stamp(run) .. '.' .. ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', run)
 end
 local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local p = ARGV[7]
@@ -79,33 +90,56 @@ READ = (
     _STAMP
     + """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {'~' .. stamp(), 0, {}} end
-local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if not epoch then return {'~' .. stamp(run_id()), 0, {}, false, 0} end
+local meta = redis.call('HMGET', KEYS[1], 'offset', 'prev', 'base')
+local top = tonumber(meta[1] or '0')
 local entries
 if tonumber(ARGV[1]) >= 0 then
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 else
   entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
 end
-return {epoch, top, entries}
+return {epoch, top, entries, meta[2] or false, tonumber(meta[3] or '0')}
 """
 )
 
 
 # A topic's position and the entries after a cursor, for catch-ups and gap fills. Does
 # not create the topic. ARGV: the cursor's epoch ('' if none), its offset, how many
-# entries at most (0: the position only). When the epoch is not the cursor's (the
-# history was lost and began again), the entries are read from the new epoch's start.
-# Returns {epoch or false, top offset, entries}.
+# entries at most (0: the position only). When the epoch is not the cursor's, the
+# entries are read from where the new epoch continues the cursor (see ``continues``)
+# or else from the new epoch's own start: its base (the offset another Redis process
+# took over at) or 0 (the history was lost and began again).
+# Returns {epoch or false, top offset, entries, the offset read after}.
 CATCH_UP = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {false, 0, {}} end
-local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-if tonumber(ARGV[3]) == 0 then return {epoch, top, {}} end
-local after = ARGV[2]
-if epoch ~= ARGV[1] then after = '0' end
-return {epoch, top, redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])}
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'prev', 'base')
+local epoch = meta[1]
+if not epoch then return {false, 0, {}, 0} end
+local top = tonumber(meta[2] or '0')
+local after = tonumber(ARGV[2])
+if epoch ~= ARGV[1] then
+  local base = tonumber(meta[4] or '0')
+  if not (meta[3] == ARGV[1] and after <= base) then after = base end
+end
+if tonumber(ARGV[3]) == 0 then return {epoch, top, {}, after} end
+local entries = redis.call('XRANGE', KEYS[2], '(' .. after .. '-0', '+', 'COUNT', ARGV[3])
+return {epoch, top, entries, after}
 """
+
+
+def continues(since: Position, prev: str | None, base: int, epoch: str) -> Position:
+    """``since`` in the topic's current epoch when that epoch continues it, else as is.
+
+    A new Redis process (a promoted replica, a restart) that writes a topic begins a
+    new epoch (``PUBLISH_STORED`` compares the run id that wrote last): what it holds
+    may lack writes the last one made, so offsets after its ``base`` may have been
+    seen with other messages. A position of the previous epoch at or before ``base``
+    is a prefix of what this Redis holds (replication copies a prefix): it continues
+    in the new epoch; any other stays foreign (recovered: false).
+    """
+    if prev is not None and since.epoch == prev and since.offset <= base:
+        return Position(since.offset, epoch)
+    return since
 
 
 def parse_entries(entries: list[Any]) -> list[StoredMessage]:

@@ -179,7 +179,9 @@ class Publisher:
                     self.observe(self.clock() - t0)
                 return list(results)
 
-    def _unreplicated(self, batch: list[PlainPublish | StoredPublish], results: list[Any]) -> str | None:
+    def _unreplicated(
+        self, batch: list[PlainPublish | StoredPublish], results: list[Any]
+    ) -> str | None:
         """Why the batch's stored publishes are not acknowledged (WAIT answered fewer
         replicas than wanted, or failed); None when they are (or no WAIT was sent)."""
         if len(results) == len(batch):

@@ -22,7 +22,7 @@ from ...pubsub.history import (
 )
 from . import codec
 from .connection import REDIS_ERRORS, RedisConnection, text
-from .history import CATCH_UP, READ, parse_entries
+from .history import CATCH_UP, READ, continues, parse_entries
 from .keys import Keys
 from .stats import BrokerStats
 
@@ -62,35 +62,42 @@ class HistoryReader:
         now = int(time.time() * 1000)
         try:
             if since is not None:
-                current, window = await self._read(topic, since.offset, policy.max_len + 1)
+                current, window, (prev, base) = await self._read(
+                    topic, since.offset, policy.max_len + 1
+                )
+                since = continues(since, prev, base, current.epoch)
                 recovery = recover_from(since, current, window, policy, now)
                 if recovery.recovered:
                     return recovery
-            current, window = await self._read(topic, -1, policy.recent)
+            current, window, _ = await self._read(topic, -1, policy.recent)
         except REDIS_ERRORS as exc:
             raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
         return recover_from(None, current, window, policy, now)
 
     async def _read(
         self, topic: str, after: int, count: int
-    ) -> tuple[Position, list[StoredMessage]]:
+    ) -> tuple[Position, list[StoredMessage], tuple[str | None, int]]:
+        """The position, the entries, and the epoch before this one with the offset
+        it ended at here (``history.continues``)."""
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
-        epoch, top, entries = await self._read_script(keys=keys, args=[after, count])
+        epoch, top, entries, prev, base = await self._read_script(keys=keys, args=[after, count])
         messages = [m for m in parse_entries(entries) if self.trusted(m, topic)]
         if after < 0:
             messages.reverse()
-        return Position(int(top), text(epoch)), messages
+        prior = (text(prev) if prev else None, int(base))
+        return Position(int(top), text(epoch)), messages, prior
 
     async def catch_up(
         self, topic: str, epoch: str | None, after: int, count: int
-    ) -> tuple[str | None, int, list[StoredMessage]]:
-        """The topic's epoch (None: no history) and top, and up to ``count`` entries
-        after ``after`` — from the start when the epoch is not ``epoch``."""
+    ) -> tuple[str | None, int, list[StoredMessage], int]:
+        """The topic's epoch (None: no history) and top, up to ``count`` entries after
+        ``after``, and the offset they follow: ``after``, or where the topic's epoch
+        begins when it is not ``epoch`` and does not continue it (``CATCH_UP``)."""
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
         async with asyncio.timeout(2 * self.connection.timeout):
-            found, top, entries = await self._catch_up_script(
+            found, top, entries, start = await self._catch_up_script(
                 keys=keys, args=[epoch or "", after, count]
             )
         if not found:
-            return None, 0, []
-        return text(found), int(top), parse_entries(entries)
+            return None, 0, [], 0
+        return text(found), int(top), parse_entries(entries), int(start)

@@ -84,7 +84,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     )
 
 
-class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Master connections found through Sentinel, waited for like a blocking pool."""
 
 
@@ -105,7 +105,7 @@ def _sentinel_pool(
     }
     sentinel_kwargs.setdefault("socket_timeout", timeout)
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     kw = {**kw, "db": target.db, "ssl": target.tls}
     if target.username:
         kw["username"] = target.username
@@ -113,19 +113,25 @@ def _sentinel_pool(
         kw["password"] = target.password
     kw.setdefault("retry", no_retry)
     if blocking:
-        return BlockingSentinelPool(  # type: ignore[no-any-return]
+        return BlockingSentinelPool(  # type: ignore[no-untyped-call]
             target.service, manager, max_connections=max_connections, timeout=timeout, **kw
         )
-    return SentinelConnectionPool(target.service, manager, max_connections=max_connections, **kw)  # type: ignore[no-any-return]
+    return SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        target.service, manager, max_connections=max_connections, **kw
+    )
 
 
-def blocking_pool(url: str, *, max_connections: int, timeout: float | None, **kw: Any) -> ConnectionPool:
+def blocking_pool(
+    url: str, *, max_connections: int, timeout: float | None, **kw: Any
+) -> ConnectionPool:
     """A pool that waits up to ``timeout`` for a free connection, for any Redis URL."""
     if is_sentinel(url):
         return _sentinel_pool(
             url, blocking=True, max_connections=max_connections, timeout=timeout, **kw
         )
-    return BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **kw)
+    return BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, **kw
+    )
 
 
 def plain_pool(url: str, *, max_connections: int, **kw: Any) -> ConnectionPool:
