@@ -9,16 +9,38 @@ that lacks the last writes does to history: a new epoch, never reused offsets.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import redis
 
+from faults.harness import (
+    NODE_ARGS,
+    Lab,
+    Member,
+    Publisher,
+    check_delivery,
+    close_all,
+    eventually,
+    report,
+    settle,
+)
 from roost.brokers.redis import RedisBroker
 from roost.protocol import Encoded
 from roost.pubsub import Envelope, HistoryPolicy, Position
 
-from support import RedisProcess, start_redis
+from support import (
+    RedisProcess,
+    SentinelTopology,
+    start_redis,
+    start_sentinel_topology,
+    start_server,
+)
 
 
 def replica_of(master: RedisProcess) -> RedisProcess:
@@ -76,3 +98,165 @@ async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch() -> None
             await b.stop()
         master.stop()
         replica.stop()
+
+
+# -- a real topology: master + replica + 3 sentinels, two nodes on the sentinel URL ----------
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def topology(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SentinelTopology]:
+    """Master, replicas (1, or the test's parameter) and three sentinels."""
+    topology = start_sentinel_topology(tmp_path, replicas=getattr(request, "param", 1))
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+def sentinel_nodes(lab: Lab, topology: SentinelTopology, *extra: str) -> list[str]:
+    urls = []
+    for name in ("s1", "s2"):
+        node = start_server(
+            "--redis", topology.url(), *NODE_ARGS, *extra, node=name, log_dir=lab.tmp
+        )
+        lab.nodes.append(node)
+        urls.append(node.ws_url)
+    return urls
+
+
+async def failed_over(topology: SentinelTopology, old: int, timeout: float = 20.0) -> int:
+    """Wait until the sentinels name a new master; its port."""
+    deadline = time.monotonic() + timeout
+    while (port := await asyncio.to_thread(topology.master_port)) == old:
+        assert time.monotonic() < deadline, "the sentinels did not fail over"
+        await asyncio.sleep(0.1)
+    return port
+
+
+def crowd(urls: list[str], room: str) -> tuple[list[Member], list[Publisher]]:
+    """Members and publishers spread over both nodes; members never move."""
+    u1, u2 = urls
+    members = [
+        Member(f"m{i}", [u1, u2] if i % 2 else [u2, u1], room, failover=False) for i in range(4)
+    ]
+    pubs = [
+        Publisher(Member(name, order, room, failover=False))
+        for name, order in (("p1", [u1, u2]), ("p2", [u2, u1]))
+    ]
+    return members, pubs
+
+
+# WAIT 1 with two replicas: after the failover the new master keeps one (a lone replica
+# promoted leaves none, and then every stored publish is refused, as it should be).
+@pytest.mark.parametrize(
+    ("topology", "wait"),
+    [(1, False), (2, True)],
+    ids=["async-replication", "wait-replicas-1"],
+    indirect=["topology"],
+)
+async def test_failover_mid_stream(lab: Lab, topology: SentinelTopology, wait: bool) -> None:
+    """The master SIGKILLed while publishers send: the sentinels promote the replica,
+    both nodes reconnect to it, resubscribe and catch every topic up from its cursor.
+    Members connected throughout get every acknowledged message exactly once, in order
+    (with WAIT: guaranteed; without: nothing duplicated or reordered, and on loopback
+    the replica is in step, so nothing is missing either — reported, not promised)."""
+    extra = ("--redis-wait-replicas", "1") if wait else ()
+    urls = sentinel_nodes(lab, topology, *extra)
+    members, pubs = crowd(urls, "rooms:failover")
+    everyone = members + [p.member for p in pubs]
+    try:
+        await asyncio.gather(*(m.start() for m in everyone))
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(p.run(stop)) for p in pubs]
+        await asyncio.sleep(1.0)
+        old = topology.master.port
+        t_kill = time.monotonic()
+        topology.master.stop()  # SIGKILL
+        await failed_over(topology, old)
+        t_new = time.monotonic()
+        assert await eventually(
+            lambda: all(any(p.sent_at > t_new for p in pub.acked) for pub in pubs), 15
+        ), "no message acknowledged after the failover"
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await settle(everyone, pubs, timeout=10)
+        verdict = check_delivery(everyone, pubs)
+    finally:
+        await close_all(everyone)
+    after = sum(1 for pub in pubs for p in pub.acked if p.sent_at > t_new)
+    refused = sum(len(p.with_status("error")) + len(p.with_status("lost")) for p in pubs)
+    report(
+        f"sentinel failover ({'WAIT 1' if wait else 'async'})",
+        verdict,
+        failover_s=round(t_new - t_kill, 2),
+        refused=refused,
+        acked_after=after,
+    )
+    if wait:
+        assert verdict, verdict.message()
+    else:
+        assert verdict.duplicated == verdict.reordered == verdict.early_joins == 0, (
+            verdict.message()
+        )
+
+
+async def test_failover_to_a_replica_missing_acked_writes(
+    lab: Lab, topology: SentinelTopology
+) -> None:
+    """Without WAIT an acknowledged message can be lost: the replica is cut off, the
+    master acknowledges messages (members receive them), then dies and the replica is
+    promoted without them. Its new messages reuse none of those offsets in the old
+    epoch: members connected throughout get every message sent after the failover
+    (the old code dropped them as duplicates of the lost offsets), and a rejoin with
+    the position of a lost message is recovered: false with a new epoch."""
+    urls = sentinel_nodes(lab, topology)
+    members, pubs = crowd(urls, "rooms:cutoff")
+    everyone = members + [p.member for p in pubs]
+    replica = topology.replicas[0]
+    assert replica.proc is not None
+    try:
+        await asyncio.gather(*(m.start() for m in everyone))
+        for pub in pubs:
+            await pub.send_many(5)
+        await settle(everyone, pubs, timeout=10)
+        # Cut the replica off: frozen, its link killed (what the kernel buffered is all
+        # it will have), then acknowledged messages it never gets.
+        replica.proc.send_signal(signal.SIGSTOP)
+        with redis.Redis(port=topology.master.port) as r:
+            r.client_kill_filter(_type="replica")
+        before = sum(len(pub.acked) for pub in pubs)
+        for pub in pubs:
+            await pub.send_many(3)
+        await settle(everyone, pubs, timeout=10)
+        lost = sum(len(pub.acked) for pub in pubs) - before
+        seen = Position(int(members[0].offset or 0), str(members[0].epoch))
+        old = topology.master.port
+        topology.master.stop()
+        replica.proc.send_signal(signal.SIGCONT)
+        await failed_over(topology, old)
+        t_new = time.monotonic()
+        for pub in pubs:  # errors while the nodes find the new master: send again
+            while sum(1 for p in pub.acked if p.sent_at > t_new) < 5:
+                if (await pub.send()).status != "ok":
+                    await asyncio.sleep(0.1)
+        await settle(everyone, pubs, timeout=10)
+        verdict = check_delivery(everyone, pubs)
+        rejoin = Member("r", urls, "rooms:cutoff", failover=False)
+        rejoin.epoch, rejoin.offset = seen.epoch, seen.offset
+        everyone.append(rejoin)
+        reply = await rejoin.start()
+    finally:
+        await close_all(everyone)
+    report("sentinel failover, replica cut off", verdict, lost_acked=lost)
+    assert verdict, verdict.message()
+    assert reply["recovered"] is False and reply["epoch"] != seen.epoch, reply

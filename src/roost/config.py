@@ -67,7 +67,8 @@ class ServeConfig:
         "--redis",
         "ROOST_REDIS_URL",
         "Redis URL (redis://, rediss://, unix://; user:password@, /db; or "
-        "redis+sentinel://host:26379,host:26380/<master>[/db]) to scale out; without it the embedded memory broker serves one node.",
+        "redis+sentinel://host:26379,host:26380/<master>[/db]) to scale out; "
+        "without it the embedded memory broker serves one node.",
         show_default=False,
     )
     pubsub_mode: str = opt(

@@ -29,7 +29,8 @@ local function run_id()
 end
 local function stamp(run)
   local t = redis.call('TIME')
-  return string.sub(run, 1, 8) .. '.' .. t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  local ms = string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  return string.sub(run, 1, 8) .. '.' .. t[1] .. ms
 end
 """
 
