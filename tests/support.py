@@ -187,9 +187,6 @@ class SentinelTopology:
                 return int(found[1])
         raise RuntimeError("no sentinel answered")
 
-    def node(self, port: int) -> RedisProcess:
-        return next(r for r in [self.master, *self.replicas] if r.port == port)
-
     def stop(self) -> None:
         for proc in self.sentinels:
             if proc.poll() is None:
@@ -207,14 +204,22 @@ def start_sentinel_topology(
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 3000,
     name: str = "mymaster",
+    redis_args: tuple[str, ...] = (),
+    sentinel_conf: str = "",
+    sentinel_password: str | None = None,
 ) -> SentinelTopology:
     """A master with ``replicas`` replicas and ``sentinels`` sentinels (quorum: a
-    majority) on loopback, once every sentinel knows every replica and sentinel."""
+    majority) on loopback, once every sentinel knows every replica and sentinel.
+    ``redis_args`` go to every redis-server, ``sentinel_conf`` lines to every sentinel
+    (``sentinel_password``: the sentinels' own, for the readiness check)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: scripts/test installs it (apt-get)")
-    master = start_redis()
-    copies = [start_redis("--replicaof", "127.0.0.1", str(master.port)) for _ in range(replicas)]
+    master = start_redis(*redis_args)
+    copies = [
+        start_redis(*redis_args, "--replicaof", "127.0.0.1", str(master.port))
+        for _ in range(replicas)
+    ]
     ports = [free_port() for _ in range(sentinels)]
     procs = []
     for port in ports:
@@ -224,7 +229,7 @@ def start_sentinel_topology(
             f"sentinel monitor {name} 127.0.0.1 {master.port} {sentinels // 2 + 1}\n"
             f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
             f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
-            f"sentinel parallel-syncs {name} 1\n"
+            f"sentinel parallel-syncs {name} 1\n{sentinel_conf}"
         )
         procs.append(
             subprocess.Popen(
@@ -236,19 +241,23 @@ def start_sentinel_topology(
     topology = SentinelTopology(master, copies, ports, procs, name)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if all(_sentinel_sees(port, name, replicas, sentinels - 1) for port in ports):
+        if all(
+            _sentinel_sees(port, name, replicas, sentinels - 1, sentinel_password) for port in ports
+        ):
             return topology
         time.sleep(0.1)
     topology.stop()
     raise RuntimeError("the sentinels did not discover the topology")
 
 
-def _sentinel_sees(port: int, name: str, replicas: int, others: int) -> bool:
+def _sentinel_sees(
+    port: int, name: str, replicas: int, others: int, password: str | None = None
+) -> bool:
     """The sentinel on ``port`` knows ``replicas`` replicas and ``others`` sentinels."""
     import redis
 
     try:
-        with redis.Redis(port=port, socket_timeout=0.5) as r:
+        with redis.Redis(port=port, socket_timeout=0.5, password=password) as r:
             info = r.sentinel_master(name)
     except (redis.RedisError, OSError):
         return False

@@ -176,6 +176,34 @@ def test_compose_names_and_wires_the_services() -> None:
     assert services["redis"]["healthcheck"]["test"]
 
 
+def test_compose_sentinel_wires_master_replicas_sentinels_and_nodes() -> None:
+    """compose.sentinel.yaml: the nodes' URL names the three sentinels (it parses as
+    roost parses it) and the master they monitor; WAIT 1 with two replicas."""
+    from roost.brokers.redis.sentinel import parse_sentinel_url
+
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((DEPLOY / "compose.sentinel.yaml").read_text())["services"]
+    sentinels = {"sentinel1", "sentinel2", "sentinel3"}
+    replicas = {"redis-replica1", "redis-replica2"}
+    assert {"redis-master", "n1", "n2", "n3", "nginx"} | sentinels | replicas <= set(services)
+    for name in replicas:
+        command = services[name]["command"]
+        assert command[command.index("--replicaof") + 1 :][:2] == ["redis-master", "6379"]
+    for name in sentinels:
+        script = services[name]["command"][-1]
+        assert "sentinel monitor mymaster redis-master 6379 2" in script
+        assert "--sentinel" in script
+    for name in ("n1", "n2", "n3"):
+        env = services[name]["environment"]
+        assert env["NODE"] == name
+        target = parse_sentinel_url(env["ROOST_REDIS_URL"])
+        assert {host for host, _ in target.sentinels} == sentinels
+        assert target.service == "mymaster"
+        assert 1 <= int(env["ROOST_REDIS_WAIT_REPLICAS"]) < len(replicas) + 1
+        for sentinel in sentinels:
+            assert services[name]["depends_on"][sentinel]["condition"] == "service_healthy"
+
+
 # -- nginx -----------------------------------------------------------------------------
 
 

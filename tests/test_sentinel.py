@@ -31,6 +31,9 @@ from faults.harness import (
     settle,
 )
 from roost.brokers.redis import RedisBroker
+from roost.brokers.redis.connection import safe_url
+from roost.brokers.redis.sentinel import parse_sentinel_url
+from roost.config import ServeConfig
 from roost.protocol import Encoded
 from roost.pubsub import Envelope, HistoryPolicy, Position
 
@@ -41,6 +44,39 @@ from support import (
     start_sentinel_topology,
     start_server,
 )
+
+# -- the URL ------------------------------------------------------------------------------
+
+
+def test_sentinel_urls_parse_and_bad_ones_say_why() -> None:
+    t = parse_sentinel_url("rediss+sentinel://u:p%40ss@a:26379,[::1]:26380,b/mymaster/2")
+    assert t.sentinels == (("a", 26379), ("::1", 26380), ("b", 26379))
+    assert (t.service, t.db, t.username, t.password, t.tls) == ("mymaster", 2, "u", "p@ss", True)
+    assert t.sentinel_auth == {}
+    t = parse_sentinel_url("redis+sentinel://h:1/m?sentinel_password=s&sentinel_username=su")
+    assert (t.tls, t.db, t.password) == (False, 0, None)
+    assert t.sentinel_auth == {"password": "s", "username": "su"}
+    for bad, why in [
+        ("redis+sentinel://h:1", "names the master"),
+        ("redis+sentinel://h:1/m/x", "database"),
+        ("redis+sentinel://h:99999/m", "sentinel address"),
+        ("redis+sentinel://h:1,:2/m", "sentinel address"),
+        ("redis+sentinel://h:1/m?db=2", "unknown"),
+        ("redis://h:1/m", "begins with"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            parse_sentinel_url(bad)
+    shown = safe_url("redis+sentinel://u:pw@h:1,h:2/m?sentinel_password=spw")
+    assert "pw" not in shown.replace("sentinel_password", "") and "spw" not in shown
+
+
+def test_wait_timeout_must_be_below_the_redis_timeout() -> None:
+    with pytest.raises(ValueError, match="--redis-wait-timeout"):
+        ServeConfig(redis_wait_replicas=1, redis_wait_timeout=3.0, redis_timeout=3.0)
+    assert ServeConfig(redis_wait_replicas=1).redis_wait_timeout == 0.2
+
+
+# -- a promoted replica that lacks writes ----------------------------------------------------
 
 
 def replica_of(master: RedisProcess) -> RedisProcess:
@@ -260,3 +296,38 @@ async def test_failover_to_a_replica_missing_acked_writes(
     report("sentinel failover, replica cut off", verdict, lost_acked=lost)
     assert verdict, verdict.message()
     assert reply["recovered"] is False and reply["epoch"] != seen.epoch, reply
+
+
+async def test_credentials_for_the_master_and_for_the_sentinels(tmp_path: Path) -> None:
+    """The URL's password is the master's (and replicas'); the sentinels' own comes as
+    ``sentinel_password``. Two nodes chat through such a topology; no log shows either."""
+    topology = start_sentinel_topology(
+        tmp_path,
+        redis_args=("--requirepass", "m-secret", "--masterauth", "m-secret"),
+        sentinel_conf="sentinel auth-pass mymaster m-secret\nrequirepass s-secret\n",
+        sentinel_password="s-secret",
+    )
+    lab = Lab(tmp_path)
+    url = topology.url(auth=":m-secret@") + "?sentinel_password=s-secret"
+    try:
+        nodes = [
+            start_server("--redis", url, *NODE_ARGS, node=name, log_dir=tmp_path)
+            for name in ("c1", "c2")
+        ]
+        lab.nodes.extend(nodes)
+        members, pubs = crowd([n.ws_url for n in nodes], "rooms:auth")
+        everyone = members + [p.member for p in pubs]
+        try:
+            await asyncio.gather(*(m.start() for m in everyone))
+            for pub in pubs:
+                await pub.send_many(3)
+            await settle(everyone, pubs, timeout=10)
+            verdict = check_delivery(everyone, pubs)
+        finally:
+            await close_all(everyone)
+        assert verdict, verdict.message()
+        logs = lab.logs(200)
+        assert "redis broker up" in logs and "secret" not in logs
+    finally:
+        lab.close()
+        topology.stop()

@@ -56,10 +56,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     hosts = parts.netloc.rpartition("@")[2]
     sentinels = []
     for item in hosts.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host:
-            host, port = port, "26379"
-        host = host.strip("[]")
+        host, port = _address(item.strip())
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bad sentinel address {item!r} (host:port)")
         sentinels.append((host, int(port)))
@@ -82,6 +79,17 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         SCHEMES[parts.scheme.lower()],
         auth,
     )
+
+
+def _address(item: str) -> tuple[str, str]:
+    """host:port, [v6]:port, host or [v6] (port 26379) → (host, port text)."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else (rest or "26379")
+    if ":" in item:
+        host, _, port = item.rpartition(":")
+        return host, port
+    return item, "26379"
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
