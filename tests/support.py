@@ -168,9 +168,11 @@ class SentinelTopology:
     sentinel_ports: list[int]
     sentinels: list[subprocess.Popen[bytes]]
     name: str = "mymaster"
+    sentinel_tls_ports: list[int] = field(default_factory=list)
 
     def url(self, scheme: str = "redis+sentinel", auth: str = "") -> str:
-        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        ports = self.sentinel_tls_ports if scheme.startswith("rediss") else self.sentinel_ports
+        hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
         return f"{scheme}://{auth}{hosts}/{self.name}"
 
     def master_port(self) -> int:
@@ -207,26 +209,50 @@ def start_sentinel_topology(
     redis_args: tuple[str, ...] = (),
     sentinel_conf: str = "",
     sentinel_password: str | None = None,
+    tls_dir: Path | None = None,
 ) -> SentinelTopology:
     """A master with ``replicas`` replicas and ``sentinels`` sentinels (quorum: a
     majority) on loopback, once every sentinel knows every replica and sentinel.
     ``redis_args`` go to every redis-server, ``sentinel_conf`` lines to every sentinel
-    (``sentinel_password``: the sentinels' own, for the readiness check)."""
+    (``sentinel_password``: the sentinels' own, for the readiness check). With
+    ``tls_dir`` (server.pem/key, client.pem/key, ca.pem as tests/test_redis_tls_acl.py
+    makes them) every process also listens on a TLS port, replication and the
+    sentinels' links use TLS, and the sentinels report the master's TLS port."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: scripts/test installs it (apt-get)")
-    master = start_redis(*redis_args)
+    tls: dict[str, str] = {}
+    if tls_dir is not None:
+        tls = {
+            "tls-cert-file": "server.pem", "tls-key-file": "server.key",
+            "tls-ca-cert-file": "ca.pem", "tls-client-cert-file": "client.pem",
+            "tls-client-key-file": "client.key",
+        }  # fmt: skip
+        tls = {key: str(tls_dir / value) for key, value in tls.items()}
+        tls |= {"tls-replication": "yes", "tls-auth-clients": "optional"}
+
+    def tls_port() -> list[str]:
+        args = [arg for k, v in tls.items() for arg in (f"--{k}", v)]
+        return ["--tls-port", str(free_port()), *args] if tls else []
+
+    master_args = [*redis_args, *tls_port()]
+    master = start_redis(*master_args)
+    watched = int(master_args[master_args.index("--tls-port") + 1]) if tls else master.port
     copies = [
-        start_redis(*redis_args, "--replicaof", "127.0.0.1", str(master.port))
+        start_redis(*redis_args, *tls_port(), "--replicaof", "127.0.0.1", str(watched))
         for _ in range(replicas)
     ]
     ports = [free_port() for _ in range(sentinels)]
+    tls_ports = [free_port() for _ in ports] if tls else []
     procs = []
-    for port in ports:
+    for i, port in enumerate(ports):
         conf = workdir / f"sentinel-{port}.conf"
+        lines = "".join(f"{k} {v}\n" for k, v in tls.items())
+        if tls:
+            lines += f"tls-port {tls_ports[i]}\n"
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n"
-            f"sentinel monitor {name} 127.0.0.1 {master.port} {sentinels // 2 + 1}\n"
+            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n{lines}"
+            f"sentinel monitor {name} 127.0.0.1 {watched} {sentinels // 2 + 1}\n"
             f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
             f"sentinel failover-timeout {name} {failover_timeout_ms}\n"
             f"sentinel parallel-syncs {name} 1\n{sentinel_conf}"
@@ -238,7 +264,7 @@ def start_sentinel_topology(
                 stderr=subprocess.DEVNULL,
             )
         )
-    topology = SentinelTopology(master, copies, ports, procs, name)
+    topology = SentinelTopology(master, copies, ports, procs, name, tls_ports)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if all(

@@ -136,6 +136,45 @@ async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch() -> None
         replica.stop()
 
 
+# -- WAIT on plain Redis ----------------------------------------------------------------------
+
+
+async def test_wait_replicas_on_plain_redis(tmp_path: Path) -> None:
+    """``--redis-wait-replicas 1`` without Sentinel: with a replica a message is
+    acknowledged; without one the sender gets ``temporarily unavailable`` — and the
+    message, stored on the master and published, still reaches the members."""
+    master = start_redis()
+    lab = Lab(tmp_path)
+    try:
+        node = start_server(
+            "--redis", master.url, *NODE_ARGS, "--redis-wait-replicas", "1",
+            node="w1", log_dir=tmp_path,
+        )  # fmt: skip
+        lab.nodes.append(node)
+        member = Member("m", [node.ws_url], "rooms:wait", failover=False)
+        pub = Publisher(Member("p", [node.ws_url], "rooms:wait", failover=False))
+        try:
+            await member.start()
+            await pub.member.start()
+            refused = await pub.send()
+            assert refused.status == "error", refused
+            assert refused.response == {"reason": "temporarily unavailable"}
+            assert await eventually(lambda: len(member.stream) == 1, 5)
+            assert member.stream[0].body == refused.body  # sent, though not acknowledged
+            replica = replica_of(master)
+            try:
+                await pub.send_many(3)
+            finally:
+                replica.stop()
+            await settle([member], [pub], timeout=5)
+            assert check_delivery([member], [pub])
+        finally:
+            await close_all([member, pub])
+    finally:
+        lab.close()
+        master.stop()
+
+
 # -- a real topology: master + replica + 3 sentinels, two nodes on the sentinel URL ----------
 
 
@@ -328,6 +367,48 @@ async def test_credentials_for_the_master_and_for_the_sentinels(tmp_path: Path) 
         assert verdict, verdict.message()
         logs = lab.logs(200)
         assert "redis broker up" in logs and "secret" not in logs
+    finally:
+        lab.close()
+        topology.stop()
+
+
+async def test_tls_to_the_sentinels_and_the_master(tmp_path: Path) -> None:
+    """``rediss+sentinel://`` with --redis-ca/--redis-cert/--redis-key: the sentinels and
+    the master are both reached over TLS (with the client certificate), and two nodes
+    chat through it."""
+    from test_redis_tls_acl import make_certs
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certs(certs)
+    topology = start_sentinel_topology(tmp_path, tls_dir=certs)
+    lab = Lab(tmp_path)
+    tls = ("--redis-ca", str(certs / "ca.pem"), "--redis-cert", str(certs / "client.pem"),
+           "--redis-key", str(certs / "client.key"))  # fmt: skip
+    try:
+        nodes = [
+            start_server(
+                "--redis",
+                topology.url("rediss+sentinel"),
+                *tls,
+                *NODE_ARGS,
+                node=name,
+                log_dir=tmp_path,
+            )
+            for name in ("t1", "t2")
+        ]
+        lab.nodes.extend(nodes)
+        members, pubs = crowd([n.ws_url for n in nodes], "rooms:tls")
+        everyone = members + [p.member for p in pubs]
+        try:
+            await asyncio.gather(*(m.start() for m in everyone))
+            for pub in pubs:
+                await pub.send_many(3)
+            await settle(everyone, pubs, timeout=10)
+            verdict = check_delivery(everyone, pubs)
+        finally:
+            await close_all(everyone)
+        assert verdict, verdict.message()
     finally:
         lab.close()
         topology.stop()

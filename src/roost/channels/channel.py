@@ -130,7 +130,9 @@ class Channel:
         """Send to every subscriber of this topic, on every node, this client included.
 
         Events named in ``history_events`` are stored first; if that fails,
-        HistoryUnavailable is raised and nobody got the message.
+        HistoryUnavailable is raised and nobody got the message (except when the store
+        succeeded but too few replicas had it in time, ``--redis-wait-replicas``: the
+        message is out, only not known to survive a failover).
         """
         await self.socket.endpoint.pubsub.broadcast(
             self.topic, event, payload, store=self._store(event)
