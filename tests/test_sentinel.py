@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -412,3 +413,34 @@ async def test_tls_to_the_sentinels_and_the_master(tmp_path: Path) -> None:
     finally:
         lab.close()
         topology.stop()
+
+
+async def test_inspect_through_sentinel(tmp_path: Path, topology: SentinelTopology) -> None:
+    """`roost inspect --redis redis+sentinel://…` finds the master and shows a message."""
+    lab = Lab(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "roost", "inspect", "--redis", topology.url(), "--json",
+        "--count", "1", "--event", "new:msg",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(10):
+            while b"subscribed to" not in await proc.stderr.readline():
+                pass
+        node = start_server("--redis", topology.url(), *NODE_ARGS, node="i1", log_dir=tmp_path)
+        lab.nodes.append(node)
+        pub = Publisher(Member("p", [node.ws_url], "rooms:inspect", failover=False))
+        try:
+            await pub.member.start()
+            await pub.send_many(1)
+        finally:
+            await close_all([pub])
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["payload"]["body"] == pub.pushes[0].body
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        lab.close()

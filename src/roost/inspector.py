@@ -36,11 +36,12 @@ from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from .brokers.redis import codec
 from .brokers.redis.keys import Keys
+from .brokers.redis.sentinel import plain_pool
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 PING_EVERY = 5.0  # seconds of silence before the inspector pings Redis
@@ -229,7 +230,7 @@ class Inspector:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._last_reply = time.monotonic()
         try:
-            self._pool = ConnectionPool.from_url(
+            self._pool = plain_pool(  # any Redis URL, redis+sentinel:// included
                 opts.url,
                 protocol=2,
                 socket_timeout=None,
