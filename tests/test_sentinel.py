@@ -33,6 +33,7 @@ from faults.harness import (
 )
 from roost.brokers.redis import RedisBroker
 from roost.brokers.redis.connection import safe_url
+from roost.brokers.redis.history import continues
 from roost.brokers.redis.sentinel import parse_sentinel_url
 from roost.config import ServeConfig
 from roost.protocol import Encoded
@@ -75,6 +76,21 @@ def test_wait_timeout_must_be_below_the_redis_timeout() -> None:
     with pytest.raises(ValueError, match="--redis-wait-timeout"):
         ServeConfig(redis_wait_replicas=1, redis_wait_timeout=3.0, redis_timeout=3.0)
     assert ServeConfig(redis_wait_replicas=1).redis_wait_timeout == 0.2
+
+
+def test_which_positions_a_new_epoch_continues() -> None:
+    """Positions of the previous epoch up to its base, and empty positions whose first
+    history was the previous epoch, continue in the new one; nothing else does."""
+    day = 86_400_000
+    prev, new = "aaaaaaaa.1000000.n", "bbbbbbbb.2000000.m"
+    assert continues(Position(5, prev), prev, 8, new, day) == Position(5, new)
+    assert continues(Position(8, prev), prev, 8, new, day) == Position(8, new)
+    assert continues(Position(9, prev), prev, 8, new, day) == Position(9, prev)
+    assert continues(Position(3, "other"), prev, 8, new, day) == Position(3, "other")
+    assert continues(Position(3, prev), None, 0, new, day) == Position(3, prev)
+    empty_then = "~aaaaaaaa.999000"  # joined empty on the same Redis, before prev began
+    assert continues(Position(4, empty_then), prev, 8, new, day) == Position(4, new)
+    assert continues(Position(4, "~cccccccc.999000"), prev, 8, new, day).epoch != new
 
 
 # -- a promoted replica that lacks writes ----------------------------------------------------
@@ -244,16 +260,22 @@ async def test_failover_mid_stream(lab: Lab, topology: SentinelTopology, wait: b
     both nodes reconnect to it, resubscribe and catch every topic up from its cursor.
     Members connected throughout get every acknowledged message exactly once, in order
     (with WAIT: guaranteed; without: nothing duplicated or reordered, and on loopback
-    the replica is in step, so nothing is missing either — reported, not promised)."""
+    the replica is in step, so nothing is missing either — reported, not promised).
+    A member that left before the kill rejoins after it with ``since``: exactly what
+    it missed, or recovered: false with a new epoch — never partial."""
     extra = ("--redis-wait-replicas", "1") if wait else ()
     urls = sentinel_nodes(lab, topology, *extra)
     members, pubs = crowd(urls, "rooms:failover")
     everyone = members + [p.member for p in pubs]
+    away = members[0]
     try:
         await asyncio.gather(*(m.start() for m in everyone))
         stop = asyncio.Event()
         tasks = [asyncio.create_task(p.run(stop)) for p in pubs]
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.7)
+        assert away.client is not None
+        await away.client.close()  # gone before the kill; rejoins after it with since
+        await asyncio.sleep(0.3)
         old = topology.master.port
         t_kill = time.monotonic()
         topology.master.stop()  # SIGKILL
@@ -262,6 +284,7 @@ async def test_failover_mid_stream(lab: Lab, topology: SentinelTopology, wait: b
         assert await eventually(
             lambda: all(any(p.sent_at > t_new for p in pub.acked) for pub in pubs), 15
         ), "no message acknowledged after the failover"
+        await away.start()
         await asyncio.sleep(1.0)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -277,13 +300,16 @@ async def test_failover_mid_stream(lab: Lab, topology: SentinelTopology, wait: b
         failover_s=round(t_new - t_kill, 2),
         refused=refused,
         acked_after=after,
+        rejoin_recovered=away.joins[-1].response.get("recovered"),
     )
+    assert away.joins[-1].since is not None and away.joins[-1].status == "ok"
     if wait:
         assert verdict, verdict.message()
-    else:
+    else:  # lost writes would show as missing; nothing else may go wrong
         assert verdict.duplicated == verdict.reordered == verdict.early_joins == 0, (
             verdict.message()
         )
+        assert not any(m.problems for m in everyone), verdict.message()
 
 
 async def test_failover_to_a_replica_missing_acked_writes(

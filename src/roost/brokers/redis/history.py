@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...pubsub.history import Position, StoredMessage
+from ...pubsub.history import Position, StoredMessage, first_after, is_empty
 
 # Lua helpers: this Redis process's run id (new at every restart, and a promoted
 # replica is another process; "-" where INFO is not allowed), and a stamp of it and
@@ -128,7 +128,9 @@ return {epoch, top, entries, after}
 """
 
 
-def continues(since: Position, prev: str | None, base: int, epoch: str) -> Position:
+def continues(
+    since: Position, prev: str | None, base: int, epoch: str, max_age_ms: int
+) -> Position:
     """``since`` in the topic's current epoch when that epoch continues it, else as is.
 
     A new Redis process (a promoted replica, a restart) that writes a topic begins a
@@ -136,9 +138,15 @@ def continues(since: Position, prev: str | None, base: int, epoch: str) -> Posit
     may lack writes the last one made, so offsets after its ``base`` may have been
     seen with other messages. A position of the previous epoch at or before ``base``
     is a prefix of what this Redis holds (replication copies a prefix): it continues
-    in the new epoch; any other stays foreign (recovered: false).
+    in the new epoch; any other stays foreign (recovered: false). A position begun on
+    the empty topic (``~<stamp>``, kept by clients that joined it empty) whose first
+    history was the previous epoch counts as that epoch's.
     """
-    if prev is not None and since.epoch == prev and since.offset <= base:
+    if prev is None:
+        return since
+    if is_empty(since.epoch) and first_after(since.epoch, prev, max_age_ms):
+        since = Position(since.offset, prev)
+    if since.epoch == prev and since.offset <= base:
         return Position(since.offset, epoch)
     return since
 

@@ -65,7 +65,7 @@ class HistoryReader:
                 current, window, (prev, base) = await self._read(
                     topic, since.offset, policy.max_len + 1
                 )
-                since = continues(since, prev, base, current.epoch)
+                since = continues(since, prev, base, current.epoch, policy.max_age_ms)
                 recovery = recover_from(since, current, window, policy, now)
                 if recovery.recovered:
                     return recovery
