@@ -235,6 +235,8 @@ def start_sentinel_topology(
         args = [arg for k, v in tls.items() for arg in (f"--{k}", v)]
         return ["--tls-port", str(free_port()), *args] if tls else []
 
+    # A replica's sync writes dump.rdb (in workdir); no 5 s wait for more replicas.
+    redis_args = ("--dir", str(workdir), "--repl-diskless-sync-delay", "0", *redis_args)
     master_args = [*redis_args, *tls_port()]
     master = start_redis(*master_args)
     watched = int(master_args[master_args.index("--tls-port") + 1]) if tls else master.port
@@ -267,13 +269,29 @@ def start_sentinel_topology(
     topology = SentinelTopology(master, copies, ports, procs, name, tls_ports)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if all(
+        if replicas_online(master.port, replicas, redis_args) and all(
             _sentinel_sees(port, name, replicas, sentinels - 1, sentinel_password) for port in ports
         ):
             return topology
         time.sleep(0.1)
     topology.stop()
     raise RuntimeError("the sentinels did not discover the topology")
+
+
+def replicas_online(port: int, count: int, redis_args: tuple[str, ...] = ()) -> bool:
+    """The master on ``port`` counts ``count`` replicas online (a replica's link is up
+    before the master counts it: WAIT answers fewer until its first acknowledgement)."""
+    import redis
+
+    password = (
+        redis_args[redis_args.index("--requirepass") + 1] if "--requirepass" in redis_args else None
+    )
+    try:
+        with redis.Redis(port=port, socket_timeout=0.5, password=password) as r:
+            r.set("test:replicas-online", 1, px=1000)  # WAIT counts acks of a write
+            return int(r.wait(count, 100)) >= count
+    except (redis.RedisError, OSError):
+        return False
 
 
 def _sentinel_sees(

@@ -42,6 +42,7 @@ from roost.pubsub import Envelope, HistoryPolicy, Position
 from support import (
     RedisProcess,
     SentinelTopology,
+    replicas_online,
     start_redis,
     start_sentinel_topology,
     start_server,
@@ -96,13 +97,12 @@ def test_which_positions_a_new_epoch_continues() -> None:
 # -- a promoted replica that lacks writes ----------------------------------------------------
 
 
-def replica_of(master: RedisProcess) -> RedisProcess:
-    replica = start_redis("--replicaof", "127.0.0.1", str(master.port))
-    with redis.Redis(port=replica.port) as r:
-        deadline = time.monotonic() + 10
-        while r.info("replication").get("master_link_status") != "up":
-            assert time.monotonic() < deadline, "the replica did not sync"
-            time.sleep(0.05)
+def replica_of(master: RedisProcess, workdir: Path) -> RedisProcess:
+    replica = start_redis("--dir", str(workdir), "--replicaof", "127.0.0.1", str(master.port))
+    deadline = time.monotonic() + 10
+    while not replicas_online(master.port, 1):
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.05)
     return replica
 
 
@@ -110,13 +110,13 @@ def message(i: int) -> Envelope:
     return Envelope("t", 0, "rooms:failover", "new:msg", Encoded.of({"body": f"m{i}"}))
 
 
-async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch() -> None:
+async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path: Path) -> None:
     """The meta hash (epoch, offset) is replicated asynchronously: a promoted replica may
     hold an older offset in the SAME epoch. New messages must not reuse offsets clients
     saw under that epoch; a client past the replica's offset gets recovered: false, a
     client at or before it recovers exactly (what it missed, the new messages)."""
-    master = start_redis()
-    replica = replica_of(master)
+    master = start_redis("--repl-diskless-sync-delay", "0")
+    replica = replica_of(master, tmp_path)
     policy = HistoryPolicy()
     a = RedisBroker(master.url, timeout=0.5)
     b: RedisBroker | None = None
@@ -160,7 +160,7 @@ async def test_wait_replicas_on_plain_redis(tmp_path: Path) -> None:
     """``--redis-wait-replicas 1`` without Sentinel: with a replica a message is
     acknowledged; without one the sender gets ``temporarily unavailable`` — and the
     message, stored on the master and published, still reaches the members."""
-    master = start_redis()
+    master = start_redis("--repl-diskless-sync-delay", "0")
     lab = Lab(tmp_path)
     try:
         node = start_server(
@@ -178,7 +178,7 @@ async def test_wait_replicas_on_plain_redis(tmp_path: Path) -> None:
             assert refused.response == {"reason": "temporarily unavailable"}
             assert await eventually(lambda: len(member.stream) == 1, 5)
             assert member.stream[0].body == refused.body  # sent, though not acknowledged
-            replica = replica_of(master)
+            replica = replica_of(master, tmp_path)
             try:
                 await pub.send_many(3)
             finally:
