@@ -157,3 +157,113 @@ async def until(pred: Callable[[], object], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 65536:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class RedisCluster:
+    """A Redis Cluster of private redis-servers: masters first, then their replicas."""
+
+    nodes: list[RedisProcess]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def cli(self, port: int, *args: str, timeout: float = 10.0) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True, timeout=timeout, check=True,
+        )  # fmt: skip
+        return out.stdout.decode()
+
+    def alive(self) -> list[RedisProcess]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def masters(self) -> dict[int, tuple[int, int]]:
+        """port → (first slot, last slot) of every live master owning slots (ranges merged
+        per master as CLUSTER SLOTS lists them; a master with several ranges keeps its first)."""
+        out: dict[int, tuple[int, int]] = {}
+        for line in self.cli(self.alive()[0].port, "CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if "master" in parts[2] and "fail" not in parts[2] and len(parts) > 8:
+                port = int(parts[1].split(":")[1].split("@")[0])
+                lo, _, hi = parts[8].partition("-")
+                out[port] = (int(lo), int(hi or lo))
+        return out
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(
+                    "cluster_state:ok" in self.cli(n.port, "CLUSTER", "INFO") for n in self.alive()
+                ):
+                    return
+            except (subprocess.SubprocessError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+    def wait_promoted(self, dead: int, timeout: float = 30.0) -> None:
+        """Until the slots of the dead master ``dead`` are served by its replica."""
+        deadline = time.monotonic() + timeout
+        count = len(self.masters())
+        while time.monotonic() < deadline:
+            masters = self.masters()
+            if dead not in masters and len(masters) == count:
+                return self.wait_ok(timeout)
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {dead}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
+    """A Redis Cluster on free loopback ports (``--cluster-node-timeout 1000``, so a dead
+    master's replica takes over within a few seconds), waited on until cluster_state:ok."""
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="roost-cluster-"))
+    nodes = []
+    for _ in range(masters * (1 + replicas)):
+        port = _cluster_port()
+        node_dir = workdir / str(port)
+        node_dir.mkdir()
+        nodes.append(
+            RedisProcess(
+                port,
+                ["--cluster-enabled", "yes", "--cluster-config-file", f"{node_dir}/nodes.conf",
+                 "--cluster-node-timeout", "1000", "--dir", str(node_dir),
+                 "--logfile", f"{node_dir}/redis.log", "--repl-diskless-sync-delay", "0"],
+            ).start()
+        )  # fmt: skip
+    cluster = RedisCluster(nodes, workdir)
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        cluster.wait_ok()
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster
