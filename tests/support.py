@@ -230,6 +230,24 @@ class RedisCluster:
             time.sleep(0.1)
         raise RuntimeError(f"no replica took over from {dead}")
 
+    def node_id(self, port: int) -> str:
+        return self.cli(port, "CLUSTER", "MYID").strip()
+
+    def migrate_slot(self, slot: int, source: int, target: int) -> int:
+        """Move one slot and its keys between masters (the steps of ``redis-cli --cluster
+        reshard``: IMPORTING, MIGRATING, MIGRATE the keys, SETSLOT NODE everywhere);
+        returns how many keys moved."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", src)
+        self.cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst)
+        moved = 0
+        while keys := self.cli(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            self.cli(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+            moved += len(keys)
+        for port in (target, source, *(n.port for n in self.alive())):
+            self.cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", dst)
+        return moved
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -207,8 +207,52 @@ async def test_master_killed_members_get_every_acked_message(
     )
     for room, verdict in verdicts.items():
         where = "failed-over master" if room == victim_room else "other master"
-        report(f"cluster master killed ({where})", verdict, failover=f"{t_back - t_kill:.1f}s")
+        errors = sum(len(p.with_status("error")) for p in in_room(pubs, room))
+        report(
+            f"cluster master killed ({where})",
+            verdict,
+            errors=errors,
+            failover=f"{t_back - t_kill:.1f}s",
+        )
     assert after > 0, "nothing acked on the failed-over master's room: the scenario did not run"
     for room, verdict in verdicts.items():
         assert verdict, f"{room}: {verdict.message()}"
     assert health(n1)["broker"]["connected"] and health(n2)["broker"]["connected"]
+
+
+async def test_slot_migrated_while_a_room_is_busy(rcluster: RedisCluster, nodes: Any) -> None:
+    n1, n2 = nodes("n1", "n2")
+    u1, u2 = n1.ws_url, n2.ws_url
+    room = "rooms:moving"
+    channel = f"roost:chat:t:{{{room}}}"
+    source = master_of(rcluster, room)
+    target = next(p for p in rcluster.masters() if p != source)
+    members = [
+        Member(f"m{i}", [u1, u2] if i % 2 else [u2, u1], room, failover=False) for i in range(4)
+    ]
+    pubs = [Publisher(Member(f"p{i}", [u1, u2] if i % 2 else [u2, u1], room)) for i in range(3)]
+    everyone = members + [p.member for p in pubs]
+    try:
+        await asyncio.gather(*(m.start() for m in everyone))
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(p.run(stop)) for p in pubs]
+        await asyncio.sleep(1.0)
+        slot = key_slot(channel.encode())
+        moved = await asyncio.to_thread(rcluster.migrate_slot, slot, source, target)
+        t_moved = time.monotonic()
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await settle(everyone, pubs, timeout=15)
+        verdict = check_delivery(everyone, pubs)
+        # Both nodes' subscriptions followed the slot to its new master.
+        listed = rcluster.cli(target, "PUBSUB", "SHARDNUMSUB", channel).split()
+        left = rcluster.cli(source, "PUBSUB", "SHARDCHANNELS").split()
+    finally:
+        await close_all(everyone)
+    after = sum(1 for p in pubs for x in p.acked if x.sent_at >= t_moved)
+    report("cluster slot migrated", verdict, keys_moved=moved, after=after)
+    assert moved >= 2  # the room's stream and meta went with the slot
+    assert after > 0, "nothing acked after the migration: the scenario did not run"
+    assert verdict, verdict.message()
+    assert listed == [channel, "2"] and channel not in left, (listed, left)

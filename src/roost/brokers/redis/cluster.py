@@ -29,6 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ClusterError, NoScriptError, RedisClusterException, ResponseError
 
@@ -115,8 +117,15 @@ class ClusterConnection(RedisConnection):
             "health_check_interval": 0,
             **connection_kwargs,
         }
+        # No retries by the client (it would run a whole pipeline again after one
+        # master's connection error: stored publishes twice); the callers decide, as on
+        # one Redis. A connection error still makes it re-read the shard map.
         self.cluster = RedisCluster.from_url(
-            url, socket_timeout=timeout, max_connections=pool_size, **self._kw
+            url,
+            socket_timeout=timeout,
+            max_connections=pool_size,
+            retry=Retry(NoBackoff(), 0),
+            **self._kw,
         )
         self.redis = self.cluster  # type: ignore[assignment]  # the same command API
         self._sub_pools: dict[str, ConnectionPool] = {}

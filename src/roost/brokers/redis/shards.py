@@ -95,9 +95,9 @@ class ShardLink(SubscriberLink):
     def _other(self, kind: bytes, reply: list[bytes]) -> None:
         # Our own SUNSUBSCRIBE's channel is no longer wanted; a wanted one is the
         # server's: its slot moved to another master.
-        if kind == b"sunsubscribe" and reply[1].decode() in self.wanted:
-            log.info("redis cluster: %s moved away from %s:%d", reply[1], *self.address)
-            self.owner.kick()
+        if kind == b"sunsubscribe" and (channel := reply[1].decode()) in self.wanted:
+            log.info("redis cluster: %s dropped by %s:%d", channel, *self.address)
+            self.owner.dropped(channel)
 
     async def _publish_probe(self, channel: str) -> None:
         await self.cluster.cluster.spublish(self.probe_channel, b"probe")
@@ -129,6 +129,7 @@ class ShardedSubscriber:
         self.up.set()  # no links yet: nothing to wait for
         self.ignore: bytes | None = None
         self._kick = asyncio.Event()
+        self._dropped: set[str] = set()
         self._running = False
         self._probe: tuple[float, float] | None = None
 
@@ -176,6 +177,12 @@ class ShardedSubscriber:
     def kick(self) -> None:
         self._kick.set()
 
+    def dropped(self, channel: str) -> None:
+        """The server ended a subscription (its slot moved): subscribe it again where
+        the map says, even if that is the same master."""
+        self._dropped.add(channel)
+        self.kick()
+
     def link_lost(self, link: ShardLink) -> None:
         self.on_lost(link.topics_channels())
         self.kick()
@@ -195,9 +202,14 @@ class ShardedSubscriber:
         except CLUSTER_ERRORS as exc:
             log.debug("redis cluster map not read: %r", exc)
             return
+        dropped, self._dropped = self._dropped, set()
         for channel, link in list(self.home.items()):
             address = self._owner(channel)
-            if address is not None and address != link.address:
+            if address == link.address and channel in dropped:
+                await link.want(channel)  # the same master: SSUBSCRIBE again
+            elif address is None and channel in dropped:
+                self._dropped.add(channel)  # not served right now: the next pass
+            elif address is not None and address != link.address:
                 log.info("redis cluster: %s now on %s:%d", channel, *address)
                 await link.unwant(channel)
                 new = self._link(address)
