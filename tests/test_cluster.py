@@ -27,22 +27,35 @@ from support import RedisCluster, ServerProcess, start_redis_cluster, start_serv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "faults"))
 
-from harness import Member, Publisher, check_delivery, close_all, report, settle
+from harness import NODE_ARGS, Member, Publisher, check_delivery, close_all, report, settle
 
 from test_presence import Watcher
-
-NODE_ARGS = (
-    "--probe-interval", "0.5",
-    "--presence-timeout", "3",
-    "--msg-rate", "0",
-    "--join-rate", "1000",
-    "--join-burst", "1000",
-)  # fmt: skip
 
 
 def health(server: ServerProcess) -> dict[str, Any]:
     with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def room_of(
+    room: str, urls: tuple[str, str], members: int, publishers: int
+) -> tuple[list[Member], list[Publisher]]:
+    """Members connected throughout (no failover) and publishers, on both nodes by turns."""
+    u1, u2 = urls
+
+    def order(i: int) -> list[str]:
+        return [u1, u2] if i % 2 else [u2, u1]
+
+    listeners = [Member(f"{room}-m{i}", order(i), room, failover=False) for i in range(members)]
+    pubs = [Publisher(Member(f"{room}-p{i}", order(i), room)) for i in range(publishers)]
+    return listeners, pubs
+
+
+async def start_room(everyone: list[Member], pubs: list[Publisher]) -> Any:
+    """Every member joined, the publishers running; returns (stop event, their tasks)."""
+    await asyncio.gather(*(m.start() for m in everyone))
+    stop = asyncio.Event()
+    return stop, [asyncio.create_task(p.run(stop)) for p in pubs]
 
 
 def in_room(items: list[Any], room: str) -> list[Any]:
@@ -172,21 +185,15 @@ async def test_master_killed_members_get_every_acked_message(
     spread = rooms_per_master(rcluster, 1, "f")
     victim = next(iter(spread))
     rooms = [group[0] for group in spread.values()]
-    members = [
-        Member(f"{room}-m{i}", [u1, u2] if i % 2 else [u2, u1], room, failover=False)
-        for room in rooms
-        for i in range(2)
-    ]
-    pubs = [
-        Publisher(Member(f"{room}-p{i}", [u1, u2] if i % 2 else [u2, u1], room), interval=0.02)
-        for room in rooms
-        for i in range(2)
-    ]
+    members: list[Member] = []
+    pubs: list[Publisher] = []
+    for room in rooms:
+        listeners, publishers = room_of(room, (u1, u2), 2, 2)
+        members += listeners
+        pubs += publishers
     everyone = members + [p.member for p in pubs]
     try:
-        await asyncio.gather(*(m.start() for m in everyone))
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(p.run(stop)) for p in pubs]
+        stop, tasks = await start_room(everyone, pubs)
         await asyncio.sleep(1.0)
         killed = next(n for n in rcluster.nodes if n.port == victim)
         await asyncio.to_thread(killed.stop)  # SIGKILL
@@ -227,15 +234,10 @@ async def test_slot_migrated_while_a_room_is_busy(rcluster: RedisCluster, nodes:
     channel = f"roost:chat:t:{{{room}}}"
     source = master_of(rcluster, room)
     target = next(p for p in rcluster.masters() if p != source)
-    members = [
-        Member(f"m{i}", [u1, u2] if i % 2 else [u2, u1], room, failover=False) for i in range(4)
-    ]
-    pubs = [Publisher(Member(f"p{i}", [u1, u2] if i % 2 else [u2, u1], room)) for i in range(3)]
+    members, pubs = room_of(room, (u1, u2), 4, 3)
     everyone = members + [p.member for p in pubs]
     try:
-        await asyncio.gather(*(m.start() for m in everyone))
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(p.run(stop)) for p in pubs]
+        stop, tasks = await start_room(everyone, pubs)
         await asyncio.sleep(1.0)
         slot = key_slot(channel.encode())
         moved = await asyncio.to_thread(rcluster.migrate_slot, slot, source, target)
