@@ -256,7 +256,8 @@ class RedisCluster:
 
 def start_redis_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
     """A Redis Cluster on free loopback ports (``--cluster-node-timeout 1000``, so a dead
-    master's replica takes over within a few seconds), waited on until cluster_state:ok."""
+    master's replica takes over within a few seconds; ``--cluster-require-full-coverage
+    no``, so the other masters keep serving meanwhile), waited on until cluster_state:ok."""
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="roost-cluster-"))
@@ -270,7 +271,8 @@ def start_redis_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
                 port,
                 ["--cluster-enabled", "yes", "--cluster-config-file", f"{node_dir}/nodes.conf",
                  "--cluster-node-timeout", "1000", "--dir", str(node_dir),
-                 "--logfile", f"{node_dir}/redis.log", "--repl-diskless-sync-delay", "0"],
+                 "--logfile", f"{node_dir}/redis.log", "--repl-diskless-sync-delay", "0",
+                 "--cluster-require-full-coverage", "no"],
             ).start()
         )  # fmt: skip
     cluster = RedisCluster(nodes, workdir)

@@ -33,7 +33,8 @@ from ...pubsub.history import (
     with_offset,
 )
 from . import codec
-from .cluster import ClusterConnection, ClusterPublisher, ClusterRefused, is_cluster
+from .cluster import ClusterConnection, ClusterRefused, is_cluster
+from .cluster_publisher import ClusterPublisher
 from .connection import REDIS_ERRORS, RedisConnection, safe_url
 from .cursor import Cursors
 from .keys import Keys

@@ -20,7 +20,6 @@ dependency for the same pieces.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
@@ -32,11 +31,10 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import ClusterError, NoScriptError, RedisClusterException, ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from .connection import REDIS_ERRORS, RedisConnection
 from .history import PUBLISH_STORED
-from .publisher import PlainPublish, Publisher, StoredPublish
 
 SLOTS = 16384
 # redis-py's cluster client raises RedisClusterException (not a RedisError) for a slot
@@ -175,59 +173,3 @@ class ClusterConnection(RedisConnection):
         for pool in self._sub_pools.values():
             with contextlib.suppress(Exception):
                 await pool.disconnect()
-
-
-class ClusterPublisher(Publisher):
-    """The ordered publisher on a cluster: SPUBLISH, the sharded history script.
-
-    redis-py's cluster pipeline refuses ``Script`` objects, so the script goes as a raw
-    EVALSHA (routed by its first key; the pipeline keeps each master's commands in
-    order); a master that does not know the script (a promoted replica: script caches
-    are not replicated) gets those items again as EVAL, in order, in the same batch.
-    """
-
-    def __init__(self, connection: ClusterConnection, *args: Any, **kwargs: Any) -> None:
-        super().__init__(connection, *args, **kwargs)
-        self._sharded = connection.cluster.register_script(PUBLISH_STORED_SHARDED)
-
-    async def _send(self, batch: list[PlainPublish | StoredPublish]) -> list[Any]:
-        try:
-            return await self._send_sharded(batch)
-        except RedisClusterException as exc:  # the publisher retries RedisErrors
-            raise ClusterError(str(exc)) from exc
-
-    async def _send_sharded(self, batch: list[PlainPublish | StoredPublish]) -> list[Any]:
-        script = self._sharded
-        async with asyncio.timeout(3 * self.connection.timeout):
-            results = await self._pipeline(
-                batch, lambda item: ("EVALSHA", script.sha, len(item.keys))
-            )
-            again = [
-                i for i, r in enumerate(results) if isinstance(r, NoScriptError)
-            ]  # a master without the script: the body itself, in order
-            if again:
-                body = [batch[i] for i in again]
-                retry = await self._pipeline(
-                    body, lambda item: ("EVAL", script.script, len(item.keys))
-                )
-                for i, result in zip(again, retry, strict=True):
-                    results[i] = result
-            return results
-
-    async def _pipeline(
-        self,
-        batch: list[PlainPublish | StoredPublish],
-        head: Callable[[StoredPublish], tuple[Any, ...]],
-    ) -> list[Any]:
-        assert isinstance(self.connection, ClusterConnection)
-        async with self.connection.cluster.pipeline(transaction=False) as pipe:
-            for item in batch:
-                if isinstance(item, PlainPublish):
-                    pipe.execute_command("SPUBLISH", item.channel, item.data)
-                else:
-                    pipe.execute_command(*head(item), *item.keys, *item.args)
-            t0 = self.clock()
-            results = list(await pipe.execute(raise_on_error=False))
-            if self.observe is not None:
-                self.observe(self.clock() - t0)
-            return results
