@@ -306,3 +306,133 @@ def _sentinel_sees(
     except (redis.RedisError, OSError):
         return False
     return bool(info["num-slaves"] >= replicas and info["num-other-sentinels"] >= others)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 65536:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class RedisCluster:
+    """A Redis Cluster of private redis-servers: masters first, then their replicas."""
+
+    nodes: list[RedisProcess]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def cli(self, port: int, *args: str, timeout: float = 10.0) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True, timeout=timeout, check=True,
+        )  # fmt: skip
+        return out.stdout.decode()
+
+    def alive(self) -> list[RedisProcess]:
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def masters(self) -> dict[int, tuple[int, int]]:
+        """port → (first slot, last slot) of every live master owning slots (ranges merged
+        per master as CLUSTER SLOTS lists them; a master with several ranges keeps its first)."""
+        out: dict[int, tuple[int, int]] = {}
+        for line in self.cli(self.alive()[0].port, "CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if "master" in parts[2] and "fail" not in parts[2] and len(parts) > 8:
+                port = int(parts[1].split(":")[1].split("@")[0])
+                lo, _, hi = parts[8].partition("-")
+                out[port] = (int(lo), int(hi or lo))
+        return out
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(
+                    "cluster_state:ok" in self.cli(n.port, "CLUSTER", "INFO") for n in self.alive()
+                ):
+                    return
+            except (subprocess.SubprocessError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+    def wait_promoted(self, dead: int, timeout: float = 30.0) -> None:
+        """Until the slots of the dead master ``dead`` are served by its replica."""
+        deadline = time.monotonic() + timeout
+        count = len(self.masters())
+        while time.monotonic() < deadline:
+            masters = self.masters()
+            if dead not in masters and len(masters) == count:
+                return self.wait_ok(timeout)
+            time.sleep(0.1)
+        raise RuntimeError(f"no replica took over from {dead}")
+
+    def node_id(self, port: int) -> str:
+        return self.cli(port, "CLUSTER", "MYID").strip()
+
+    def migrate_slot(self, slot: int, source: int, target: int) -> int:
+        """Move one slot and its keys between masters (the steps of ``redis-cli --cluster
+        reshard``: IMPORTING, MIGRATING, MIGRATE the keys, SETSLOT NODE everywhere);
+        returns how many keys moved."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", src)
+        self.cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst)
+        moved = 0
+        while keys := self.cli(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            self.cli(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", *keys)
+            moved += len(keys)
+        for port in (target, source, *(n.port for n in self.alive())):
+            self.cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", dst)
+        return moved
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_redis_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
+    """A Redis Cluster on free loopback ports (``--cluster-node-timeout 1000``, so a dead
+    master's replica takes over within a few seconds; ``--cluster-require-full-coverage
+    no``, so the other masters keep serving meanwhile), waited on until cluster_state:ok."""
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="roost-cluster-"))
+    nodes = []
+    for _ in range(masters * (1 + replicas)):
+        port = _cluster_port()
+        node_dir = workdir / str(port)
+        node_dir.mkdir()
+        nodes.append(
+            RedisProcess(
+                port,
+                ["--cluster-enabled", "yes", "--cluster-config-file", f"{node_dir}/nodes.conf",
+                 "--cluster-node-timeout", "1000", "--dir", str(node_dir),
+                 "--logfile", f"{node_dir}/redis.log", "--repl-diskless-sync-delay", "0",
+                 "--cluster-require-full-coverage", "no"],
+            ).start()
+        )  # fmt: skip
+    cluster = RedisCluster(nodes, workdir)
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+             "--cluster-replicas", str(replicas), "--cluster-yes"],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        cluster.wait_ok()
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster

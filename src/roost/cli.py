@@ -137,11 +137,11 @@ def serve(**given: Any) -> None:
         f"redis/{cfg.pubsub_mode}" if cfg.redis_url else "memory",
         uv,
     )
-    from .brokers.redis import DuplicateNodeError
+    from .brokers.redis import ClusterRefused, DuplicateNodeError
 
     try:
         _run(app, cfg.host, cfg.port)
-    except DuplicateNodeError as exc:
+    except (DuplicateNodeError, ClusterRefused) as exc:
         log.error("%s", exc)
         click.echo(f"roost: {exc}", err=True)
         sys.exit(1)

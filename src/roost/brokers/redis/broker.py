@@ -33,6 +33,8 @@ from ...pubsub.history import (
     with_offset,
 )
 from . import codec
+from .cluster import ClusterConnection, ClusterRefused, is_cluster
+from .cluster_publisher import ClusterPublisher
 from .connection import REDIS_ERRORS, RedisConnection, safe_url
 from .cursor import Cursors
 from .keys import Keys
@@ -40,6 +42,7 @@ from .nodes import DuplicateNodeError, NodeName
 from .presence import RedisPresenceStore
 from .publisher import Publisher
 from .reader import HistoryReader
+from .shards import ShardedSubscriber
 from .stats import BrokerStats
 from .subscriber import SubscriberLink
 
@@ -49,7 +52,7 @@ MODES = ("global", "topic")
 MAX_BATCH = 256  # envelopes held for one delivery, at most (bounds the first one's wait)
 SEQ_LIMIT = 10_000  # publishing-only channels remembered before the unsubscribed are forgotten
 
-__all__ = ["BrokerStats", "DuplicateNodeError", "RedisBroker"]
+__all__ = ["BrokerStats", "ClusterRefused", "DuplicateNodeError", "RedisBroker"]
 
 
 class RedisBroker(Broker):
@@ -89,6 +92,7 @@ class RedisBroker(Broker):
         self.node = ""
         self.instance = os.urandom(8).hex()
         self.connection_kwargs = dict(connection_kwargs)  # TLS files etc., for other clients
+        self.timeout, self.pool_size, self.max_queue = timeout, pool_size, max_queue
         self.connection = RedisConnection(
             url, timeout=timeout, pool_size=pool_size, **connection_kwargs
         )
@@ -102,17 +106,16 @@ class RedisBroker(Broker):
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
         )
-        self.link = SubscriberLink(
+        self.link: SubscriberLink | ShardedSubscriber = SubscriberLink(
             self.connection,
             self.stats,
             on_message=self._on_message,
             on_confirmed=self._on_confirmed,
             on_lost=self._on_lost,
         )
-        self.reader = HistoryReader(self.connection, self.keys, self.stats, signing_key)
-        self.cursors = Cursors(
-            self.reader.catch_up, self._emit, self.stats, self.reader.trusted, self._lost_topic
-        )
+        self._read_with(self.connection)
+        self.cluster = False  # a Redis Cluster (found at start): see cluster.py
+        self._stores: list[RedisPresenceStore] = []
         self._deliver: Deliver | None = None
         self._lost: Lost | None = None
         # Envelopes decoded in this turn of the event loop (everything one read from
@@ -146,7 +149,7 @@ class RedisBroker(Broker):
     def presence_store(self, ttl: float) -> RedisPresenceStore:
         """Presence in Redis, shared by every node under this broker's keys; its entries
         signed with this broker's key, its dropped entries counted in its stats."""
-        return RedisPresenceStore(
+        store = RedisPresenceStore(
             self.url,
             self.keys,
             ttl=ttl,
@@ -154,18 +157,23 @@ class RedisBroker(Broker):
             stats=self.stats,
             **self.connection_kwargs,
         )
+        self._stores.append(store)  # told at start if Redis is a cluster
+        return store
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, node: str, deliver: Deliver, lost: Lost | None = None) -> None:
         self.node = node
         self._deliver = deliver
         self._lost = lost
-        if self.mode == "global":
-            self.link.wanted.add(self.keys.global_channel)
-        probe = self.keys.probe_channel(node)
-        self.link.wanted.add(probe)
-        self.link.ignore = probe.encode()
         await self.connection.wait_until_up()
+        if await is_cluster(self.connection):
+            await self._use_cluster()
+        elif self.mode == "global":
+            self.link.wanted.add(self.keys.global_channel)
+        if not self.cluster:  # each shard link probes itself on its own master
+            probe = self.keys.probe_channel(node)
+            self.link.wanted.add(probe)
+            self.link.ignore = probe.encode()
         self.stats.responsive = True
         self._name = NodeName(self.connection.redis, self.keys, node, self.instance, self.node_ttl)
         await self._name.claim()
@@ -195,6 +203,51 @@ class RedisBroker(Broker):
             self.mode,
             self.keys.base,
         )
+
+    def _read_with(self, connection: RedisConnection) -> None:
+        self.reader = HistoryReader(connection, self.keys, self.stats, self.signing_key)
+        self.cursors = Cursors(
+            self.reader.catch_up, self._emit, self.stats, self.reader.trusted, self._lost_topic
+        )
+
+    async def _use_cluster(self) -> None:
+        """Redis is a cluster node: the cluster's client, publisher and sharded links."""
+        if self.mode == "global":
+            raise ClusterRefused(
+                "--pubsub-mode global cannot run on a Redis Cluster: its one channel would "
+                "live on one master (sharded Pub/Sub) or be copied to every cluster node "
+                "(plain Pub/Sub); use --pubsub-mode topic"
+            )
+        if self.publisher.wait_replicas:
+            raise ClusterRefused(
+                "--redis-wait-replicas is not supported on a Redis Cluster yet (WAIT would have "
+                "to go to each master's pipeline); run without it"
+            )
+        await self.connection.close()
+        connection = ClusterConnection(
+            self.url,
+            timeout=self.timeout,
+            pool_size=self.pool_size,
+            clock=self.connection.clock,
+            **self.connection_kwargs,
+        )
+        await connection.wait_until_up()
+        self.connection, self.cluster = connection, True
+        self.publisher = ClusterPublisher(
+            connection, self.stats, deadline=2 * self.timeout, max_queue=self.max_queue
+        )
+        self.link = ShardedSubscriber(
+            connection,
+            self.stats,
+            on_message=self._on_message,
+            on_confirmed=self._on_confirmed,
+            on_lost=self._on_lost_channels,
+            probe_prefix=self.keys.probe_channel(self.node),
+        )
+        self._read_with(connection)
+        for store in self._stores:
+            await store.use_cluster(connection.cluster)
+        log.info("redis is a cluster: %d masters, sharded Pub/Sub", len(connection.masters()))
 
     async def stop(self) -> None:
         await self.publisher.flush(timeout=2.0)
@@ -328,6 +381,10 @@ class RedisBroker(Broker):
 
     def _on_lost(self) -> None:
         self.cursors.lost()
+
+    def _on_lost_channels(self, channels: Iterable[str]) -> None:
+        topics = (self.keys.topic_of(c) for c in channels)
+        self.cursors.lost([t for t in topics if t is not None])
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ...protocol import Encoded
@@ -168,8 +168,14 @@ class Cursors:
             self.stats.catch_ups += 1
             self._start_fill(cursor)
 
-    def lost(self) -> None:
-        for cursor in self.topics.values():
+    def lost(self, topics: Iterable[str] | None = None) -> None:
+        """The subscription of ``topics`` (default: every topic) went away."""
+        cursors = (
+            self.topics.values()
+            if topics is None
+            else [c for c in map(self.topics.get, topics) if c is not None]
+        )
+        for cursor in cursors:
             cursor.again = False
             if cursor.state is State.PENDING and cursor.confirmed and cursor.confirmed.done():
                 cursor.detached, cursor.recheck = True, False

@@ -37,6 +37,7 @@ Redis is an error, never a hang.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -44,11 +45,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ...pubsub.presence import Changed, Entry, Resync
 from .keys import Keys
+from .presence_cluster import ClusterPresence
 from .presence_codec import MAX_ENTRY_BYTES, EntryCodec
 from .sentinel import blocking_pool
 from .stats import BrokerStats
@@ -212,11 +215,9 @@ class RedisPresenceStore:
                 **connection_kwargs,
             },
         )
-        self._redis = aioredis.Redis.from_pool(pool)
-        self._add = self._redis.register_script(ADD)
-        self._remove = self._redis.register_script(REMOVE)
-        self._refresh = self._redis.register_script(REFRESH)
-        self._sweep = self._redis.register_script(SWEEP)
+        self._redis: Any = aioredis.Redis.from_pool(pool)
+        self._cluster: ClusterPresence | None = None
+        self._scripts()
         # topic → ref → this node's entry and its value as stored (signed once)
         self._own: dict[str, dict[str, tuple[Entry, bytes]]] = {}
         self._on_change: Changed | None = None
@@ -227,13 +228,35 @@ class RedisPresenceStore:
         self.swept = 0
         self.written_back = 0
 
+    def _scripts(self) -> None:
+        self._add = self._redis.register_script(ADD)
+        self._remove = self._redis.register_script(REMOVE)
+        self._refresh = self._redis.register_script(REFRESH)
+        self._sweep = self._redis.register_script(SWEEP)
+
+    async def use_cluster(self, cluster: RedisCluster) -> None:
+        """Redis is a cluster (the broker found out at start): its client, a registry
+        per slot (presence_cluster.py)."""
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+        self._redis = cluster
+        self._cluster = ClusterPresence(cluster, self.keys)
+        self._scripts()
+
+    async def _queue(self, pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+        if self._cluster is not None:
+            self._cluster.queue(pipe, script, keys, args)
+        else:
+            await script(keys=keys, args=args, client=pipe)
+
     @property
     def _grace(self) -> int:
         return int(self.ttl * 1000)
 
     def _keys(self, topic: str) -> list[str]:
         base = self.keys.base
-        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", self.registry]
+        registry = self.registry if self._cluster is None else self._cluster.registry(topic)
+        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", registry]
 
     @property
     def registry(self) -> str:
@@ -328,7 +351,7 @@ class RedisPresenceStore:
                     args: list[Any] = [topic, self._grace, expiry]
                     for entry, value in own.values():
                         args += [entry.ref, value]
-                    await self._refresh(keys=self._keys(topic), args=args, client=pipe)
+                    await self._queue(pipe, self._refresh, self._keys(topic), args)
                     sent.append(topic)
                 results = await pipe.execute(raise_on_error=False)
             for topic, back in zip(sent, results, strict=True):
@@ -365,6 +388,10 @@ class RedisPresenceStore:
     async def sweep_all(self) -> None:
         """Remove every expired entry, in every topic; tell Presence who left."""
         now = self._now()
+        if self._cluster is not None:
+            for topics in _chunks(await self._cluster.due(now, BATCH), BATCH):
+                await self._sweep_topics(topics, now)
+            return
         # Topics swept never come back in this sweep (their score is now a live
         # expiry, or they are gone); the bound only stops a topic that fails each time.
         rounds = await self._redis.zcount(self.registry, "-inf", now) // BATCH + 1
@@ -373,22 +400,23 @@ class RedisPresenceStore:
             if not raw:
                 return
             topics = [_text(t) for t in raw]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for topic in topics:
-                    await self._sweep(
-                        keys=self._keys(topic), args=[topic, self._grace, now], client=pipe
-                    )
-                results = await pipe.execute(raise_on_error=False)
-            for topic, values in zip(topics, results, strict=True):
-                if isinstance(values, Exception):
-                    log.warning("presence sweep of %s failed: %r", topic, values)
-                    continue
-                entries = self.codec.read(topic, _pairs(values))
-                if not entries:
-                    continue
-                self.swept += len(entries)
-                log.info("presence: %d expired entries removed from %s", len(entries), topic)
-                if self._on_change is not None:
-                    await self._on_change(topic, [], entries)
+            await self._sweep_topics(topics, now)
             if len(topics) < BATCH:
                 return
+
+    async def _sweep_topics(self, topics: builtins.list[str], now: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                await self._queue(pipe, self._sweep, self._keys(topic), [topic, self._grace, now])
+            results = await pipe.execute(raise_on_error=False)
+        for topic, values in zip(topics, results, strict=True):
+            if isinstance(values, Exception):
+                log.warning("presence sweep of %s failed: %r", topic, values)
+                continue
+            entries = self.codec.read(topic, _pairs(values))
+            if not entries:
+                continue
+            self.swept += len(entries)
+            log.info("presence: %d expired entries removed from %s", len(entries), topic)
+            if self._on_change is not None:
+                await self._on_change(topic, [], entries)

@@ -24,6 +24,10 @@ log = logging.getLogger("roost.redis")
 
 
 class SubscriberLink:
+    # The commands and replies of plain Pub/Sub (shards.py: the sharded ones).
+    SUBSCRIBE, UNSUBSCRIBE = "SUBSCRIBE", "UNSUBSCRIBE"
+    MESSAGE, CONFIRM = b"message", b"subscribe"
+
     def __init__(
         self,
         connection: RedisConnection,
@@ -50,14 +54,14 @@ class SubscriberLink:
         conn = self.conn
         if conn is not None:
             with contextlib.suppress(*REDIS_ERRORS):
-                await conn.send_command("SUBSCRIBE", channel)
+                await conn.send_command(self.SUBSCRIBE, channel)
 
     async def unwant(self, channel: str) -> None:
         self.wanted.discard(channel)
         conn = self.conn
         if conn is not None:
             with contextlib.suppress(*REDIS_ERRORS):
-                await conn.send_command("UNSUBSCRIBE", channel)
+                await conn.send_command(self.UNSUBSCRIBE, channel)
 
     async def restart(self) -> None:
         """Drop the connection (the loop reconnects and resubscribes)."""
@@ -70,12 +74,12 @@ class SubscriberLink:
         attempt = 0
         first = True
         while True:
-            conn = self.connection.subscriber()
+            conn = self._connection()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 channels = sorted(self.wanted)
                 self.conn = conn
-                await conn.send_command("SUBSCRIBE", *channels)
+                await self._subscribe_all(conn, channels)
                 if not first:
                     self.stats.reconnects += 1
                     log.info(
@@ -95,8 +99,7 @@ class SubscriberLink:
             finally:
                 was_up = self.conn is conn
                 self.conn = None
-                self.stats.subscribed = False
-                self.up.clear()
+                self._mark(False)
                 with contextlib.suppress(Exception):
                     await conn.disconnect()
                 if was_up:
@@ -106,25 +109,48 @@ class SubscriberLink:
 
     async def _read(self, conn: AbstractConnection, pending: set[bytes]) -> None:
         clock = self.connection.clock
+        message, confirm = self.MESSAGE, self.CONFIRM
         while True:
             reply = await conn.read_response(disconnect_on_error=True)
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind == message:
                 # Anything arriving proves the subscription alive (a busy node may be
                 # far behind its own probe; that is a backlog, not a stall).
                 self.seen = clock()
                 if reply[1] != self.ignore:
                     self.on_message(reply[1], reply[2])
-            elif kind == b"subscribe":
+            elif kind == confirm:
                 channel = reply[1]
                 self.on_confirmed(channel.decode())
                 if pending:
                     pending.discard(channel)
                     if not pending:
-                        self.stats.subscribed = True
-                        self.up.set()
+                        self._mark(True)
+            else:
+                self._other(kind, reply)
+
+    # -- what a sharded link (shards.py) does differently -------------------------------
+    def _connection(self) -> AbstractConnection:
+        return self.connection.subscriber()
+
+    async def _subscribe_all(self, conn: AbstractConnection, channels: list[str]) -> None:
+        await conn.send_command(self.SUBSCRIBE, *channels)
+
+    def _mark(self, up: bool) -> None:
+        """Every channel of the connection confirmed (True), or the connection gone."""
+        self.stats.subscribed = up
+        if up:
+            self.up.set()
+        else:
+            self.up.clear()
+
+    def _other(self, kind: bytes, reply: list[bytes]) -> None:
+        """Any other push (an UNSUBSCRIBE's confirmation): nothing to do."""
+
+    async def _publish_probe(self, channel: str) -> None:
+        await self.connection.redis.publish(channel, b"probe")
 
     async def probe(self, channel: str, interval: float, timeout: float) -> None:
         """A message to itself every ``interval``: a link silent for ``timeout`` while
@@ -134,7 +160,7 @@ class SubscriberLink:
             await asyncio.sleep(interval)
             try:
                 async with asyncio.timeout(2 * self.connection.timeout):
-                    await self.connection.redis.publish(channel, b"probe")
+                    await self._publish_probe(channel)
             except REDIS_ERRORS:
                 self.seen = clock()  # Redis is down or frozen: nothing to judge
                 continue

@@ -1,0 +1,123 @@
+"""The ordered publisher on a Redis Cluster: SPUBLISH and the sharded history script,
+one pipeline per master.
+
+A batch is split by the master serving each item's slot (the client's shard map) and
+each master gets its own pipeline, in the batch's order, all at once. A master that
+fails (dead, frozen past the deadline, failing over) fails only its own items: its
+stored publishes get an error reply, its plain ones go back to the head of the queue
+(as on one Redis); rooms on the other masters go on. redis-py's cluster pipeline
+refuses ``Script`` objects, so the script goes as a raw EVALSHA; a master that does
+not know it (a promoted replica: script caches are not replicated) gets those items
+again as EVAL, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ClusterError, NoScriptError
+
+from .cluster import CLUSTER_ERRORS, PUBLISH_STORED_SHARDED, ClusterConnection
+from .publisher import PlainPublish, Publisher, StoredPublish
+
+log = logging.getLogger("roost.redis")
+
+Item = PlainPublish | StoredPublish
+
+
+class ClusterPublisher(Publisher):
+    def __init__(self, connection: ClusterConnection, *args: Any, **kwargs: Any) -> None:
+        super().__init__(connection, *args, **kwargs)
+        self.cluster = connection
+        self._sharded = connection.cluster.register_script(PUBLISH_STORED_SHARDED)
+        self._failing = 0  # batches in a row with a master failing
+
+    async def _send(self, batch: list[Item]) -> list[Any]:
+        groups: dict[Any, list[int]] = {}
+        for i, item in enumerate(batch):
+            name = item.channel if isinstance(item, PlainPublish) else item.keys[0]
+            try:
+                address: Any = self.cluster.owner(name)
+            except CLUSTER_ERRORS:
+                address = None  # no master known for the slot: the pipeline finds out
+            groups.setdefault(address, []).append(i)
+        outcomes = await asyncio.gather(
+            *(self._send_group([batch[i] for i in idx]) for idx in groups.values()),
+            return_exceptions=True,
+        )
+        results: list[Any] = [None] * len(batch)
+        down: list[int] = []  # items of the masters that failed
+        failed: BaseException | None = None
+        for idx, outcome in zip(groups.values(), outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                for i, result in zip(idx, outcome, strict=True):
+                    results[i] = result
+                continue
+            if not isinstance(outcome, CLUSTER_ERRORS):
+                raise outcome  # cancelled, or a bug
+            failed = outcome
+            for i in idx:
+                results[i] = outcome
+            down += idx
+        if failed is None:
+            self._failing = 0
+            return results
+        if len(down) == len(batch):  # the publisher's own path: back off, retry plain ones
+            raise ClusterError(str(failed) or type(failed).__name__) from failed
+        return await self._partly_failed([batch[i] for i in sorted(down)], results, failed)
+
+    async def _partly_failed(
+        self, down: list[Item], results: list[Any], exc: BaseException
+    ) -> list[Any]:
+        """Some masters failed: their plain items to the queue's head, their stored ones
+        an error (the caller's reply); a short pause so a dead master is not hammered."""
+        retry = [item for item in down if isinstance(item, PlainPublish)]
+        self.queue.extendleft(reversed(retry))
+        self.stats.published -= len(retry)  # counted when they go out
+        stored = len(down) - len(retry)
+        self.stats.publish_errors += stored
+        self._failing += 1
+        if self._failing == 1 or self._failing % 100 == 0:
+            log.warning(
+                "redis cluster: a master failed (%d stored refused, %d to retry): %r",
+                stored,
+                len(retry),
+                exc,
+            )
+        await asyncio.sleep(0.05 * min(self._failing, 10))
+        return results
+
+    async def _send_group(self, items: list[Item]) -> list[Any]:
+        """One master's items, in order, inside the publisher's bound."""
+        script = self._sharded
+        async with asyncio.timeout(3 * self.connection.timeout):
+            results = await self._pipeline(
+                items, lambda item: ("EVALSHA", script.sha, len(item.keys))
+            )
+            again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if again:
+                retry = await self._pipeline(
+                    [items[i] for i in again],
+                    lambda item: ("EVAL", script.script, len(item.keys)),
+                )
+                for i, result in zip(again, retry, strict=True):
+                    results[i] = result
+            return results
+
+    async def _pipeline(
+        self, items: list[Item], head: Callable[[StoredPublish], tuple[Any, ...]]
+    ) -> list[Any]:
+        async with self.cluster.cluster.pipeline(transaction=False) as pipe:
+            for item in items:
+                if isinstance(item, PlainPublish):
+                    pipe.execute_command("SPUBLISH", item.channel, item.data)
+                else:
+                    pipe.execute_command(*head(item), *item.keys, *item.args)
+            t0 = self.clock()
+            results = list(await pipe.execute(raise_on_error=False))
+            if self.observe is not None:
+                self.observe(self.clock() - t0)
+            return results

@@ -1,0 +1,50 @@
+"""Presence on a Redis Cluster: the registry split per slot, so every script stays
+single-slot.
+
+On one Redis the registry (topic → its earliest expiry) is one sorted set, written by
+the same script as the topic's hash and zset. On a cluster a script may only touch
+one slot, so each topic's registry entry lives in a registry of the topic's own slot,
+``<prefix>:<app>:presence:{<tag>}`` — ``<tag>`` a precomputed hash tag landing in that
+slot (cluster.slot_tags). A sweep reads every registry's due topics in one pipeline
+(16,384 ZRANGEBYSCOREs, split over the masters by the client: a few milliseconds of
+Redis time per sweep, every ``ttl/3`` per node), then sweeps those topics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.commands.core import AsyncScript
+
+from .cluster import slot_of, slot_tags
+from .keys import Keys
+
+
+class ClusterPresence:
+    def __init__(self, cluster: RedisCluster, keys: Keys) -> None:
+        self.cluster = cluster
+        self.base = f"{keys.base}:presence"
+
+    def registry(self, topic: str) -> str:
+        return f"{self.base}:{{{slot_tags()[slot_of('{' + topic + '}')]}}}"
+
+    def queue(
+        self, pipe: ClusterPipeline, script: AsyncScript, keys: list[str], args: list[Any]
+    ) -> None:
+        """A script in a cluster pipeline (redis-py refuses Script objects there): its
+        body, so a promoted replica without the script cache runs it too."""
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+
+    async def due(self, now: int, limit: int) -> list[str]:
+        """Topics whose earliest expiry has passed, at most ``limit`` per slot."""
+        async with self.cluster.pipeline(transaction=False) as pipe:
+            for tag in slot_tags():
+                pipe.zrangebyscore(f"{self.base}:{{{tag}}}", "-inf", now, start=0, num=limit)
+            results = await pipe.execute(raise_on_error=False)
+        return [
+            t.decode() if isinstance(t, bytes) else str(t)
+            for result in results
+            if not isinstance(result, Exception)
+            for t in result
+        ]
