@@ -204,6 +204,34 @@ def test_compose_sentinel_wires_master_replicas_sentinels_and_nodes() -> None:
             assert services[name]["depends_on"][sentinel]["condition"] == "service_healthy"
 
 
+def test_compose_cluster_wires_six_cluster_servers_and_nodes() -> None:
+    """compose.cluster.yaml: six cluster-enabled servers joined as three masters with a
+    replica each (full coverage off, so one failover stops only its own rooms), nodes
+    started after the cluster is created and pointed at a cluster node."""
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((DEPLOY / "compose.cluster.yaml").read_text())["services"]
+    servers = {f"redis-{i}" for i in range(1, 7)}
+    assert servers | {"cluster-create", "n1", "n2", "n3", "nginx"} <= set(services)
+    for name in servers:
+        script = services[name]["command"][-1]
+        for flag in ("--cluster-enabled yes", "--cluster-require-full-coverage no"):
+            assert flag in script
+    create = services["cluster-create"]
+    script = create["command"][-1]
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert all(f"{name}:6379" in script for name in servers)
+    assert set(create["depends_on"]) == servers
+    for name in ("n1", "n2", "n3"):
+        env = services[name]["environment"]
+        assert env["NODE"] == name
+        host = env["ROOST_REDIS_URL"].removeprefix("redis://").split(":")[0]
+        assert host in servers
+        assert "ROOST_PUBSUB_MODE" not in env  # global mode is refused on a cluster
+        assert "ROOST_REDIS_WAIT_REPLICAS" not in env  # not yet supported on a cluster
+        cond = services[name]["depends_on"]["cluster-create"]["condition"]
+        assert cond == "service_completed_successfully"
+
+
 # -- nginx -----------------------------------------------------------------------------
 
 
