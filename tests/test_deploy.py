@@ -2,6 +2,9 @@
 
 - hadolint on deploy/Dockerfile and kubernetes-validate on deploy/k8s/*.yaml (the venv's binaries,
   from the dev extra), plus the properties the manifests must keep (probes, drain, no affinity);
+- the Sentinel and Cluster overlays (deploy/k8s/sentinel, deploy/k8s/cluster) built as kustomize
+  builds them and validated, their shapes, and the cluster-create Job's script run for real
+  against six redis-servers started with the StatefulSet's arguments;
 - compose.yaml names its services and wires them;
 - nginx for real: Debian's nginx runs deploy/nginx.conf (upstreams, listen port and prefix
   rewritten for the test) in front of two roost nodes sharing a private Redis.
@@ -29,7 +32,16 @@ import pytest
 
 from roost.client import Client
 
-from support import ROOT, RedisProcess, ServerProcess, free_port, start_server, until, wait_http
+from support import (
+    ROOT,
+    RedisProcess,
+    ServerProcess,
+    _cluster_port,
+    free_port,
+    start_server,
+    until,
+    wait_http,
+)
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -144,6 +156,298 @@ def test_k8s_manifests_keep_probes_drain_and_no_affinity() -> None:
     assert ("Deployment", "redis") in docs
     redis_service = docs[("Service", "redis")]["spec"]
     assert redis_service["ports"][0]["port"] == 6379
+
+
+# -- Kubernetes overlays: Sentinel and Cluster -------------------------------------------
+
+OVERLAYS = ("sentinel", "cluster")
+
+
+def strategic_merge(base: Any, patch: Any) -> Any:
+    """kustomize's strategic merge as far as the overlays use it: maps merge, lists of named
+    items (containers, env) merge by name, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            merged[key] = strategic_merge(base[key], value) if key in base else value
+        return merged
+    named = isinstance(base, list) and isinstance(patch, list)
+    if named and all(isinstance(i, dict) and "name" in i for i in [*base, *patch]):
+        by_name = {item["name"]: item for item in base}
+        for item in patch:
+            by_name[item["name"]] = strategic_merge(by_name.get(item["name"], {}), item)
+        return list(by_name.values())
+    return patch
+
+
+def render_overlay(name: str) -> list[Any]:
+    """What ``kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/k8s/<name>``
+    builds: its resources with its patches applied (each patch names an existing object)."""
+    root = K8S / name
+    (kustomization,) = load_yaml_documents(root / "kustomization.yaml")
+    assert kustomization["kind"] == "Kustomization"
+    assert set(kustomization) == {"apiVersion", "kind", "resources", "patches"}, kustomization
+    docs = [doc for res in kustomization["resources"] for doc in load_yaml_documents(root / res)]
+    for entry in kustomization["patches"]:
+        (patch,) = load_yaml_documents(root / entry["path"])
+        key = (patch["kind"], patch["metadata"]["name"])
+        targets = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == key]
+        assert len(targets) == 1, f"{name}: patch {entry['path']} targets {key}"
+        docs[targets[0]] = strategic_merge(docs[targets[0]], patch)
+    return docs
+
+
+def overlay_objects(name: str) -> dict[tuple[str, str], Any]:
+    docs = render_overlay(name)
+    objects = {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+    assert len(objects) == len(docs), f"{name}: an object is defined twice"
+    return objects
+
+
+def roost_env(objects: dict[tuple[str, str], Any]) -> dict[str, str]:
+    (container,) = objects[("Deployment", "roost")]["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def shell_script(container: dict[str, Any]) -> str:
+    command = container.get("command") or []
+    assert command[:2] == ["sh", "-c"], container["name"]
+    return str(command[2])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_k8s_overlay_is_valid(name: str, tmp_path: Path) -> None:
+    """Every file of the overlay is a resource, a patch or the kustomization, and the built
+    set (the roost Deployment, Service and PDB from deploy/k8s/, patched) validates."""
+    yaml = pytest.importorskip("yaml")
+    root = K8S / name
+    (kustomization,) = load_yaml_documents(root / "kustomization.yaml")
+    used = {"kustomization.yaml", *kustomization["resources"]}
+    used |= {entry["path"] for entry in kustomization["patches"]}
+    assert {p.name for p in root.iterdir()} <= used, f"{name}: files the overlay does not apply"
+    assert {f"../{p}" for p in ("deployment.yaml", "service.yaml", "pdb.yaml")} <= used
+    assert "../redis.yaml" not in used, "the overlay replaces the single Redis"
+    built = tmp_path / f"{name}.yaml"
+    docs = render_overlay(name)
+    for doc in docs:
+        assert "namespace" not in doc["metadata"], f"{name}: keep manifests namespace-less"
+    built.write_text(yaml.safe_dump_all(docs))
+    result = run_tool([venv_tool("kubernetes-validate"), "--strict", str(built)])
+    assert result.returncode == 0, f"kubernetes-validate:\n{result.stdout}{result.stderr}"
+    assert "ERROR" not in result.stdout + result.stderr
+    assert result.stdout.count("passed for resource") == len(docs), result.stdout
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_k8s_overlay_redis_pods_are_locked_down(name: str) -> None:
+    """As deploy/k8s/redis.yaml: non-root, seccomp, read-only root with every directory a
+    script or Redis writes mounted, no capabilities; shell scripts parse; headless Services
+    behind every StatefulSet."""
+    objects = overlay_objects(name)
+    workloads = [d for (kind, _), d in objects.items() if kind in ("StatefulSet", "Job")]
+    assert workloads
+    for doc in workloads:
+        pod = doc["spec"]["template"]["spec"]
+        where = f"{name}: {doc['kind']} {doc['metadata']['name']}"
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] != 0, where
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert pod["enableServiceLinks"] is False, where
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            text = " ".join(map(str, [*container.get("command", []), *container.get("args", [])]))
+            written = set(re.findall(r"(?:>>?|dir|-file)\s+(/\w+)/", text))
+            written |= set(re.findall(r"(?:^|\n)dir (/\w+)", text)) | set(
+                re.findall(r"--dir\s+(/\w+)", text)
+            )
+            assert written <= mounts, f"{where}: writes {written - mounts} on the read-only root"
+            if container.get("command", [None])[0] == "sh":
+                check = subprocess.run(["sh", "-n", "-c", shell_script(container)], check=False)
+                assert check.returncode == 0, f"{where}: the script does not parse"
+        if doc["kind"] == "StatefulSet":
+            service = objects[("Service", doc["spec"]["serviceName"])]["spec"]
+            assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+            assert (
+                service["selector"].items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+            )
+            pdb = objects[("PodDisruptionBudget", doc["metadata"]["name"])]["spec"]
+            assert pdb["selector"]["matchLabels"] == doc["spec"]["selector"]["matchLabels"]
+
+
+def test_k8s_sentinel_overlay_shape() -> None:
+    """Three servers (redis-0 the first master), three sentinels monitoring it with a
+    majority quorum, and roost given those sentinels by name and WAIT 1."""
+    from roost.brokers.redis.sentinel import parse_sentinel_url
+
+    objects = overlay_objects("sentinel")
+    redis = objects[("StatefulSet", "redis")]["spec"]
+    sentinel = objects[("StatefulSet", "redis-sentinel")]["spec"]
+    assert redis["replicas"] == 3 and sentinel["replicas"] == 3
+    (server,) = redis["template"]["spec"]["containers"]
+    script = shell_script(server)
+    first_master = f"redis-0.{redis['serviceName']}"
+    assert 'me="$(hostname).' + redis["serviceName"] + '"' in script
+    assert "replica-announce-ip $me" in script
+    assert f"master={first_master}" in script and "replicaof $master 6379" in script
+    assert "sentinel get-master-addr-by-name mymaster" in script
+    assert "exec redis-server /config/redis.conf" in script
+
+    (watcher,) = sentinel["template"]["spec"]["containers"]
+    script = shell_script(watcher)
+    monitor = re.search(r"^sentinel monitor (\S+) \$master (\d+) (\d+)$", script, re.M)
+    assert monitor, "sentinel monitor <name> $master <port> <quorum>"
+    service, port, quorum = monitor.group(1), int(monitor.group(2)), int(monitor.group(3))
+    assert service == "mymaster" and port == 6379
+    assert sentinel["replicas"] // 2 < quorum <= sentinel["replicas"], "a majority quorum"
+    assert f"master={first_master}" in script
+    for line in ("resolve-hostnames yes", "announce-hostnames yes", "down-after-milliseconds"):
+        assert f"sentinel {line}" in script, line
+    assert f"sentinel announce-ip $(hostname).{sentinel['serviceName']}" in script
+    assert "--sentinel" in script
+    sentinel_port = objects[("Service", "redis-sentinel")]["spec"]["ports"][0]["port"]
+
+    env = roost_env(objects)
+    target = parse_sentinel_url(env["ROOST_REDIS_URL"])
+    names = {f"redis-sentinel-{i}.{sentinel['serviceName']}" for i in range(3)}
+    assert set(target.sentinels) == {(host, sentinel_port) for host in names}
+    assert target.service == service
+    assert 1 <= int(env["ROOST_REDIS_WAIT_REPLICAS"]) < redis["replicas"]
+    assert float(env["ROOST_REDIS_WAIT_TIMEOUT"]) > 0
+    assert env["ROOST_LOG_FORMAT"] == "json" and "NODE" in env  # the rest of the Deployment
+
+
+def test_k8s_cluster_overlay_shape() -> None:
+    """Six cluster servers announcing their stable names, full coverage off; the Job creates
+    three masters with a replica each only on a fresh cluster; roost seeded by the Service."""
+    objects = overlay_objects("cluster")
+    cluster = objects[("StatefulSet", "redis-cluster")]["spec"]
+    assert cluster["replicas"] == 6
+    (server,) = cluster["template"]["spec"]["containers"]
+    args = server["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert args[0] == "redis-server"
+    assert flags["--cluster-enabled"] == "yes"
+    assert flags["--cluster-require-full-coverage"] == "no"
+    assert flags["--cluster-announce-hostname"] == f"$(POD_NAME).{cluster['serviceName']}"
+    assert flags["--cluster-preferred-endpoint-type"] == "hostname"
+    assert flags["--cluster-config-file"] == "/data/nodes.conf"
+    assert flags["--save"] == "" and flags["--appendonly"] == "no"
+    (pod_name,) = [e for e in server["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert {p["containerPort"] for p in server["ports"]} == {6379, 16379}
+    (claim,) = cluster["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in server["volumeMounts"]
+    service = objects[("Service", cluster["serviceName"])]["spec"]
+    assert {p["port"] for p in service["ports"]} == {6379, 16379}
+
+    job = objects[("Job", "redis-cluster-create")]["spec"]
+    assert job["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
+    (create,) = job["template"]["spec"]["containers"]
+    script = shell_script(create)
+    loop = re.search(
+        r"for i in ([\d ]+); do nodes=\"\$nodes redis-cluster-\$i\.(\S+):6379\"", script
+    )
+    assert loop, "the Job lists the servers"
+    assert [int(i) for i in loop.group(1).split()] == list(range(cluster["replicas"]))
+    assert loop.group(2) == cluster["serviceName"]
+    guard, _, rest = script.partition("redis-cli --cluster create $nodes")
+    assert rest.startswith(" --cluster-replicas 1 --cluster-yes"), "three masters, a replica each"
+    assert re.search(
+        r"if .*cluster info \| grep -q '\^cluster_slots_assigned:0'; then\n\s*$", guard
+    )
+    assert "until" in rest and "cluster_state:ok" in rest
+
+    env = roost_env(objects)
+    assert env["ROOST_REDIS_URL"] == f"redis://{cluster['serviceName']}:6379"
+    assert "ROOST_PUBSUB_MODE" not in env  # global mode is refused on a cluster
+    assert "ROOST_REDIS_WAIT_REPLICAS" not in env  # not supported on a cluster
+    assert env["ROOST_LOG_FORMAT"] == "json" and "NODE" in env
+
+
+def cluster_server_args(server: dict[str, Any], port: int, data: Path) -> list[str]:
+    """The StatefulSet's redis-server arguments for a loopback test server: its own port,
+    its own directory for /data, and ``localhost`` as the name it announces."""
+    args = [str(a).replace("/data", str(data)) for a in server["args"][1:]]
+    args = [a.replace("$(POD_NAME).redis-cluster", "localhost") for a in args]
+    args[args.index("--port") + 1] = str(port)
+    return args
+
+
+def run_job_script(
+    script: str, ports: list[int], bin_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """The Job's script with the real redis-cli, reached through a shim that stands in for
+    the cluster's DNS: redis-cluster-N.redis-cluster[:6379] is 127.0.0.1:<ports[N]>."""
+    shim = bin_dir / "redis-cli"
+    shim.write_text(
+        f"#!{sys.executable}\n"
+        "import os, re, sys\n"
+        f"ports = {ports!r}\n"
+        "args = []\n"
+        "for arg in sys.argv[1:]:\n"
+        "    m = re.fullmatch(r'redis-cluster-(\\d)\\.redis-cluster(:6379)?', arg)\n"
+        "    if not m:\n"
+        "        args.append(arg)\n"
+        "    elif m.group(2):\n"
+        "        args.append(f'127.0.0.1:{ports[int(m.group(1))]}')\n"
+        "    else:\n"
+        "        args += ['127.0.0.1', '-p', str(ports[int(m.group(1))])]\n"
+        f"os.execv({shutil.which('redis-cli')!r}, ['redis-cli', *args])\n"
+    )
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def test_k8s_cluster_job_creates_the_cluster_once(tmp_path: Path) -> None:
+    """Six real redis-servers started with the StatefulSet's arguments; the Job's script makes
+    them three masters with a replica each, and run again it changes nothing."""
+    objects = overlay_objects("cluster")
+    (server,) = objects[("StatefulSet", "redis-cluster")]["spec"]["template"]["spec"]["containers"]
+    (create,) = objects[("Job", "redis-cluster-create")]["spec"]["template"]["spec"]["containers"]
+    nodes: list[RedisProcess] = []
+    try:
+        for i in range(6):
+            data = tmp_path / f"data{i}"
+            data.mkdir()
+            port = _cluster_port()
+            nodes.append(RedisProcess(port, cluster_server_args(server, port, data)).start())
+        ports = [n.port for n in nodes]
+
+        def cluster_nodes() -> list[list[str]]:
+            out = subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "nodes"],
+                capture_output=True, text=True, timeout=10, check=True,
+            )  # fmt: skip
+            return [line.split() for line in out.stdout.splitlines()]
+
+        first = run_job_script(shell_script(create), ports, tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "[OK] All 16384 slots covered" in first.stdout
+        deadline = time.monotonic() + 30  # the replicas' roles spread by gossip
+        while len([n for n in cluster_nodes() if "slave" in n[2]]) < 3:
+            assert time.monotonic() < deadline, cluster_nodes()
+            time.sleep(0.1)
+        made = cluster_nodes()
+        masters = [n for n in made if "master" in n[2]]
+        assert len(masters) == 3 and len(made) == 6
+        assert {n[3] for n in made if "slave" in n[2]} == {n[0] for n in masters}
+        assert all(",localhost" in n[1] for n in made), "servers announce their names"
+
+        again = run_job_script(shell_script(create), ports, tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "--cluster create" not in again.stdout and "slots" not in again.stdout
+        assert sorted(n[:4] for n in cluster_nodes()) == sorted(n[:4] for n in made)
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 # -- compose ---------------------------------------------------------------------------
