@@ -7,6 +7,12 @@ Django views, Celery workers and scripts reach every browser in the room on ever
 node. ``app``/``prefix``/``mode`` must match the nodes' ``--app``/``--redis-prefix``/
 ``--pubsub-mode``; ``store=True`` keeps it in the room's history (the chat keeps
 ``new:msg``), and returns its offset.
+
+On a Redis Cluster (found as the nodes find it: ``INFO cluster``) the broadcast goes
+out as SPUBLISH on the topic's sharded channel and the stored one through the sharded
+history script, each sent to the master of the topic's slot; a plain PUBLISH would
+reach no node there. Passing ``client`` (a ``Redis`` or a ``RedisCluster``) skips the
+detection: a ``RedisCluster`` client is taken for a cluster.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from .brokers.redis import codec
+from .brokers.redis.cluster import PUBLISH_STORED_SHARDED, is_cluster
+from .brokers.redis.connection import RedisConnection
 from .brokers.redis.history import PUBLISH_STORED
 from .brokers.redis.keys import Keys
 from .protocol import Encoded
@@ -42,7 +51,7 @@ async def publish_async(
     store: bool = False,
     history: HistoryPolicy | None = None,
     signing_key: bytes | None = None,
-    client: aioredis.Redis | None = None,
+    client: aioredis.Redis | RedisCluster | None = None,
 ) -> int | None:
     """Publish one broadcast; return its history offset when ``store``, else None."""
     keys = Keys(prefix, app)
@@ -55,16 +64,19 @@ async def publish_async(
         if signing_key is not None
         else None
     )
-    own = client is None
-    r = client if client is not None else aioredis.Redis.from_url(redis_url)
+    if store and (encoded.binary or not encoded.data.startswith(b"{")):
+        raise ValueError("history stores JSON object payloads")
+    probe: RedisConnection | None = None
+    if client is None:
+        client, probe = await _connect(redis_url)
+    r, cluster = client, isinstance(client, RedisCluster)
     try:
         if not store:
-            await r.publish(channel, codec.encode(env, next(_SEQ), ts, mac))
+            data = codec.encode(env, next(_SEQ), ts, mac)
+            await r.execute_command("SPUBLISH" if cluster else "PUBLISH", channel, data)
             return None
-        if encoded.binary or not encoded.data.startswith(b"{"):
-            raise ValueError("history stores JSON object payloads")
         policy = history or HistoryPolicy()
-        script = r.register_script(PUBLISH_STORED)
+        script = r.register_script(PUBLISH_STORED_SHARDED if cluster else PUBLISH_STORED)
         result = await script(
             keys=[keys.history_meta(topic), keys.history_stream(topic)],
             args=[
@@ -74,8 +86,23 @@ async def publish_async(
         )  # fmt: skip
         return int(result[0])
     finally:
-        if own:
-            await r.aclose()
+        if probe is not None:
+            if cluster:
+                await r.aclose()
+            await probe.close()
+
+
+async def _connect(redis_url: str) -> tuple[aioredis.Redis | RedisCluster, RedisConnection]:
+    """A client for ``redis_url`` (a ``RedisCluster`` when it names a cluster node) and
+    the connection that found out, to close after it."""
+    probe = RedisConnection(redis_url, pool_size=1)
+    try:
+        if not await is_cluster(probe):
+            return probe.redis, probe
+    except BaseException:
+        await probe.close()
+        raise
+    return RedisCluster.from_url(redis_url), probe
 
 
 def publish(redis_url: str, topic: str, event: str, payload: Any, **options: Any) -> int | None:

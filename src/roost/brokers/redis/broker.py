@@ -218,11 +218,6 @@ class RedisBroker(Broker):
                 "live on one master (sharded Pub/Sub) or be copied to every cluster node "
                 "(plain Pub/Sub); use --pubsub-mode topic"
             )
-        if self.publisher.wait_replicas:
-            raise ClusterRefused(
-                "--redis-wait-replicas is not supported on a Redis Cluster yet (WAIT would have "
-                "to go to each master's pipeline); run without it"
-            )
         await self.connection.close()
         connection = ClusterConnection(
             self.url,
@@ -234,7 +229,12 @@ class RedisBroker(Broker):
         await connection.wait_until_up()
         self.connection, self.cluster = connection, True
         self.publisher = ClusterPublisher(
-            connection, self.stats, deadline=2 * self.timeout, max_queue=self.max_queue
+            connection,
+            self.stats,
+            deadline=2 * self.timeout,
+            max_queue=self.max_queue,
+            wait_replicas=self.publisher.wait_replicas,
+            wait_timeout=self.publisher.wait_ms / 1000,
         )
         self.link = ShardedSubscriber(
             connection,

@@ -9,6 +9,13 @@ stored publishes get an error reply, its plain ones go back to the head of the q
 refuses ``Script`` objects, so the script goes as a raw EVALSHA; a master that does
 not know it (a promoted replica: script caches are not replicated) gets those items
 again as EVAL, in order.
+
+With ``wait_replicas`` N > 0, each master's pipeline that holds stored publishes ends
+with ``WAIT N timeout`` sent to that master (on the pipeline's one connection to it,
+after its scripts), with one Redis's meaning: fewer replicas in time, and that group's
+stored publishes answer ``HistoryUnavailable`` (though stored and published). A stored
+publish that a MOVED redirect sent to another master is not covered by that WAIT and
+is answered the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from typing import Any
 
 from redis.exceptions import ClusterError, NoScriptError
 
+from ...pubsub.history import HistoryUnavailable
 from .cluster import CLUSTER_ERRORS, PUBLISH_STORED_SHARDED, ClusterConnection
 from .publisher import PlainPublish, Publisher, StoredPublish
 
 log = logging.getLogger("roost.redis")
 
 Item = PlainPublish | StoredPublish
+Address = tuple[str, int] | None  # a master; None when no master is known for the slot
 
 
 class ClusterPublisher(Publisher):
@@ -36,16 +45,11 @@ class ClusterPublisher(Publisher):
         self._failing = 0  # batches in a row with a master failing
 
     async def _send(self, batch: list[Item]) -> list[Any]:
-        groups: dict[Any, list[int]] = {}
+        groups: dict[Address, list[int]] = {}
         for i, item in enumerate(batch):
-            name = item.channel if isinstance(item, PlainPublish) else item.keys[0]
-            try:
-                address: Any = self.cluster.owner(name)
-            except CLUSTER_ERRORS:
-                address = None  # no master known for the slot: the pipeline finds out
-            groups.setdefault(address, []).append(i)
+            groups.setdefault(self._owner(item), []).append(i)
         outcomes = await asyncio.gather(
-            *(self._send_group([batch[i] for i in idx]) for idx in groups.values()),
+            *(self._send_group([batch[i] for i in idx], at) for at, idx in groups.items()),
             return_exceptions=True,
         )
         results: list[Any] = [None] * len(batch)
@@ -90,34 +94,76 @@ class ClusterPublisher(Publisher):
         await asyncio.sleep(0.05 * min(self._failing, 10))
         return results
 
-    async def _send_group(self, items: list[Item]) -> list[Any]:
+    def _owner(self, item: Item) -> Address:
+        name = item.channel if isinstance(item, PlainPublish) else item.keys[0]
+        try:
+            return self.cluster.owner(name)
+        except CLUSTER_ERRORS:
+            return None  # no master known for the slot: the pipeline finds out
+
+    async def _send_group(self, items: list[Item], address: Address) -> list[Any]:
         """One master's items, in order, inside the publisher's bound."""
         script = self._sharded
         async with asyncio.timeout(3 * self.connection.timeout):
             results = await self._pipeline(
-                items, lambda item: ("EVALSHA", script.sha, len(item.keys))
+                items, lambda item: ("EVALSHA", script.sha, len(item.keys)), address
             )
             again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if again:
                 retry = await self._pipeline(
                     [items[i] for i in again],
                     lambda item: ("EVAL", script.script, len(item.keys)),
+                    address,
                 )
                 for i, result in zip(again, retry, strict=True):
                     results[i] = result
             return results
 
     async def _pipeline(
-        self, items: list[Item], head: Callable[[StoredPublish], tuple[Any, ...]]
+        self,
+        items: list[Item],
+        head: Callable[[StoredPublish], tuple[Any, ...]],
+        address: Address,
     ) -> list[Any]:
-        async with self.cluster.cluster.pipeline(transaction=False) as pipe:
+        wait = self.wait_replicas > 0 and any(isinstance(i, StoredPublish) for i in items)
+        client = self.cluster.cluster
+        node = client.get_node(host=address[0], port=address[1]) if address else None
+        async with client.pipeline(transaction=False) as pipe:
             for item in items:
                 if isinstance(item, PlainPublish):
                     pipe.execute_command("SPUBLISH", item.channel, item.data)
                 else:
                     pipe.execute_command(*head(item), *item.keys, *item.args)
+            if wait and node is not None:  # after the scripts, on their connection
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms, target_nodes=node)
             t0 = self.clock()
             results = list(await pipe.execute(raise_on_error=False))
             if self.observe is not None:
                 self.observe(self.clock() - t0)
-            return results
+        if wait:
+            acked = results.pop() if node is not None else None
+            self._replicated(items, results, acked, address)
+        return results
+
+    def _replicated(
+        self, items: list[Item], results: list[Any], acked: Any, address: Address
+    ) -> None:
+        """The group's stored results become ``HistoryUnavailable`` unless WAIT on its
+        master answered enough replicas and the publish ran on that master."""
+        if acked is None:
+            why: str | None = "no master known to WAIT on"
+        elif isinstance(acked, Exception):
+            why = f"WAIT failed: {acked}"
+        elif int(acked) < self.wait_replicas:
+            self.stats.unreplicated += 1
+            why = f"stored on {int(acked)} of {self.wait_replicas} replicas in time"
+        else:
+            why = None
+        for i, item in enumerate(items):
+            if not isinstance(item, StoredPublish) or isinstance(results[i], Exception):
+                continue
+            # A MOVED redirect ran it on another master: the WAIT above did not cover it.
+            reason = why or (None if self._owner(item) == address else "moved before WAIT")
+            if reason is not None:
+                self.stats.publish_errors += 1
+                results[i] = HistoryUnavailable(reason)
