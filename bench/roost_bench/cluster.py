@@ -62,6 +62,7 @@ class Config:
     rate: int = 2000  # paced phase: broadcasts/s over all rooms
     duration: float = 5.0  # seconds of each phase
     saturation: int = 200_000  # most broadcasts of the saturation phase
+    join_concurrency: int = 8  # joins in flight while the subscribers join
     out: Path = Path("bench-out")
 
 
@@ -78,15 +79,44 @@ class RoomClient(ProbeClient):
     def __init__(self, host: str, path: str, tally: Tally) -> None:
         super().__init__(host, path)
         self.tally = tally
+        self.head = b""  # the first bytes after the upgrade: the join reply
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self.upgraded:
             self.tally.total += len(data)
             self.tally.last = time.perf_counter()
+            if len(self.head) < 512:
+                self.head += data
+
+    async def join(self, topic: str, timeout: float = 30) -> None:
+        self.send(join_frame(topic))
+        deadline = time.monotonic() + timeout
+        while b"phx_reply" not in self.head:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no join reply for {topic}")
+            await asyncio.sleep(0.005)
+        if b'"status":"ok"' not in self.head:
+            raise RuntimeError(f"join of {topic} refused: {self.head[-200:]!r}")
 
     def stamps(self) -> int:
         return sum(len(found) for _, found in self.samples)
+
+
+async def join_all(clients: list[RoomClient], rooms: list[str], concurrency: int) -> None:
+    """Client i joins room i % len(rooms), ``concurrency`` joins in flight; every reply ok.
+
+    Bounded because a burst of joins into many rooms at once is refused by a node on a
+    cluster (``MaxConnectionsError`` from redis-py's per-master command pools, see
+    docs/BENCHMARKS.md); this scenario measures steady Pub/Sub routing, not join bursts.
+    """
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int, c: RoomClient) -> None:
+        async with sem:
+            await c.join(rooms[i % len(rooms)])
+
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
 
 
 def spread_rooms(cluster: RedisCluster, count: int) -> list[str]:
@@ -196,14 +226,8 @@ async def measure_topology(
         ports["n2"], WS_PATH, cfg.rooms * cfg.members, tally, factory=factory
     )
     try:
-        for i, c in enumerate(clients):
-            c.send(join_frame(rooms[i % len(rooms)]))
-        deadline = time.monotonic() + 30
-        while not all(c.received for c in clients):
-            if time.monotonic() > deadline:
-                raise RuntimeError("not every subscriber got its join reply")
-            await asyncio.sleep(0.01)
         room_clients = [c for c in clients if isinstance(c, RoomClient)]
+        await join_all(room_clients, rooms, cfg.join_concurrency)
         per_master = [0] * masters
         for topic in rooms:
             per_master[cluster.master_of(key_slot(topic.encode()))] += 1
