@@ -4,11 +4,14 @@ Subscribers join ``bench:<room>`` (nothing is broadcast on join). A push ``fire`
 broadcasts through the node's PubSub (the same path the chat takes) in one of two modes:
 
 - **count** ``{"topic", "event", "payload", "count"}``: ``count`` broadcasts as fast as
-  the node goes, yielding to the event loop between broadcasts;
+  the node goes, yielding to the event loop between broadcasts (with ``"seconds"``: stop
+  after that long even if fewer were sent — a saturating load for a bounded time);
 - **paced** ``{"topic", "event", "rate", "duration"}``: ``rate`` broadcasts per second
   for ``duration`` seconds, paced on the loop clock, the messages due at each tick
   sent in one batch so that high rates are reachable.
 
+With ``"topics": [...]`` the broadcasts go round-robin over those topics instead of
+``topic`` (message ``i`` into ``topics[i % len(topics)]``), so one push loads many rooms.
 With ``"stamp": true`` each message's payload is :func:`stamped` with its send time
 (wall clock, µs) and encoded once, as the chat encodes each message once; receivers
 extract the stamp with :data:`STAMP_RE` without parsing JSON. The reply carries how
@@ -18,6 +21,8 @@ many were sent and the server-side time taken.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -70,7 +75,8 @@ class BenchChannel(Channel):
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
         if event != "fire" or not isinstance(payload, dict):
             return Reply.error({"reason": "unknown event"})
-        topic = str(payload.get("topic", self.topic))
+        topics = [str(t) for t in payload.get("topics") or [payload.get("topic", self.topic)]]
+        rr = itertools.cycle(topics)
         ev = str(payload.get("event", "new:msg"))
         stamp = bool(payload.get("stamp", False))
         fixed = Encoded.of(payload.get("payload", {}))
@@ -80,13 +86,16 @@ class BenchChannel(Channel):
 
             async def send(n: int) -> None:
                 for _ in range(n):
-                    await broadcast(topic, ev, stamped(now_us()) if stamp else fixed)
+                    await broadcast(next(rr), ev, stamped(now_us()) if stamp else fixed)
 
             count = await pace(float(payload["rate"]), float(payload.get("duration", 1)), send)
         else:
-            count = int(payload.get("count", 1))
-            for _ in range(count):
-                await broadcast(topic, ev, stamped(now_us()) if stamp else fixed)
+            limit = int(payload.get("count", 1))
+            until = t0 + float(payload.get("seconds", math.inf))
+            count = 0
+            while count < limit and time.perf_counter() < until:
+                await broadcast(next(rr), ev, stamped(now_us()) if stamp else fixed)
+                count += 1
                 await asyncio.sleep(0)
         elapsed = time.perf_counter() - t0
         return Reply.ok({"elapsed": elapsed, "count": count, "sent": count})

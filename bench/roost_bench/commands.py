@@ -133,6 +133,61 @@ def _run_scenario(
     click.echo(write_results(Path(out), name, result, plot, data))
 
 
+@bench.command("cluster")
+@click.option("--masters", default="1,3", show_default=True, help="Topologies, comma list.")
+@click.option("--rooms", "n_rooms", default=60, show_default=True, help="Rooms, spread evenly.")
+@click.option("--members", default=5, show_default=True, help="Subscribers per room (on n2).")
+@click.option("--rate", default=2000, show_default=True, help="Paced phase: msg/s over all rooms.")
+@click.option("--duration", default=5.0, show_default=True, help="Seconds per phase.")
+@click.option(
+    "--saturation-messages",
+    default=200_000,
+    show_default=True,
+    help="Most unpaced broadcasts of the saturation phase (it also stops after --duration).",
+)
+@click.option("--quick", is_flag=True, help="Short phases (3 s): well under 20 s per topology.")
+@click.option("--timeout", default=600.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_cluster(
+    masters: str,
+    n_rooms: int,
+    members: int,
+    rate: int,
+    duration: float,
+    saturation_messages: int,
+    quick: bool,
+    timeout: float,
+    out: str,
+) -> None:
+    """Two nodes on a Redis Cluster of 1, then 3 masters: deliveries/s, per-master
+    SPUBLISH/s, p50/p99, and the ratios 3-master / 1-master."""
+    from pathlib import Path
+
+    from . import cluster, clusterreport
+
+    topologies = tuple(int(m) for m in masters.split(",") if m.strip())
+    if not topologies or min(topologies) < 1:
+        raise click.UsageError("--masters: a comma list of master counts, each 1 or more")
+    cfg = cluster.Config(
+        masters=topologies,
+        rooms=n_rooms,
+        members=members,
+        rate=rate,
+        duration=min(duration, 3.0) if quick else duration,
+        saturation=saturation_messages,
+        out=Path(out),
+    )
+    _run_scenario(
+        "cluster",
+        lambda say: cluster.run(cfg, timeout, say),
+        clusterreport.table,
+        clusterreport.plot,
+        out,
+        timeout,
+        as_json=lambda r: {"config": r.config, "topologies": r.topologies, "ratios": r.ratios},
+    )
+
+
 @bench.command("rooms")
 @click.option("--rooms", "n_rooms", default=1000, show_default=True, help="Rooms.")
 @click.option("--members", default=10, show_default=True, help="Members per room.")
