@@ -6,8 +6,9 @@ the same script as the topic's hash and zset. On a cluster a script may only tou
 one slot, so each topic's registry entry lives in a registry of the topic's own slot,
 ``<prefix>:<app>:presence:{<tag>}`` — ``<tag>`` a precomputed hash tag landing in that
 slot (cluster.slot_tags). A sweep reads every registry's due topics in one pipeline
-(16,384 ZRANGEBYSCOREs, split over the masters by the client: a few milliseconds of
-Redis time per sweep, every ``ttl/3`` per node), then sweeps those topics.
+(16,384 ZRANGEBYSCOREs in pages of 2,048, split over the masters by the client: a few
+milliseconds of Redis time, but ≈ 0.4 s of the node's CPU in redis-py per sweep, every
+``ttl/3`` — ≈ 4 % of a core at the default 30 s), then sweeps those topics.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from redis.commands.core import AsyncScript
 
 from .cluster import slot_of, slot_tags
 from .keys import Keys
+
+PAGE = 2048  # registries per pipeline
 
 
 class ClusterPresence:
@@ -37,14 +40,23 @@ class ClusterPresence:
         pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
 
     async def due(self, now: int, limit: int) -> list[str]:
-        """Topics whose earliest expiry has passed, at most ``limit`` per slot."""
-        async with self.cluster.pipeline(transaction=False) as pipe:
-            for tag in slot_tags():
-                pipe.zrangebyscore(f"{self.base}:{{{tag}}}", "-inf", now, start=0, num=limit)
-            results = await pipe.execute(raise_on_error=False)
-        return [
-            t.decode() if isinstance(t, bytes) else str(t)
-            for result in results
-            if not isinstance(result, Exception)
-            for t in result
-        ]
+        """Topics whose earliest expiry has passed, at most ``limit`` per slot.
+
+        Read in pipelines of ``PAGE`` registries: one pipeline of all 16,384 took ≈ 0.4 s
+        of client CPU on this machine, and on a loaded host its reply could pass the
+        command deadline — every registry then read as an error and nothing was swept.
+        """
+        tags = slot_tags()
+        due: list[str] = []
+        for start in range(0, len(tags), PAGE):
+            async with self.cluster.pipeline(transaction=False) as pipe:
+                for tag in tags[start : start + PAGE]:
+                    pipe.zrangebyscore(f"{self.base}:{{{tag}}}", "-inf", now, start=0, num=limit)
+                results = await pipe.execute(raise_on_error=False)
+            due += [
+                t.decode() if isinstance(t, bytes) else str(t)
+                for result in results
+                if not isinstance(result, Exception)
+                for t in result
+            ]
+        return due
