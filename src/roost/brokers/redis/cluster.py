@@ -20,13 +20,14 @@ dependency for the same pieces.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -93,6 +94,54 @@ def node_url(url: str, host: str, port: int) -> str:
     return urlunsplit((parts.scheme, netloc, "", parts.query, ""))
 
 
+class _Gate:
+    """At most ``size`` commands or pipelines in flight, a wait for a place bounded by
+    ``timeout``: the blocking pool of one Redis (connection.py), for a cluster.
+
+    redis-py's cluster client raises ``MaxConnectionsError`` at once when a master's
+    pool is busy: a burst of 300 joins had 264 refused. Each command or pipeline holds
+    at most one connection per master, so ``size`` ≤ every master's pool never fails.
+    """
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.places = asyncio.Semaphore(size)
+        self.timeout = timeout
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> Any:
+        try:
+            await asyncio.wait_for(self.places.acquire(), self.timeout)
+        except TimeoutError:
+            raise TimeoutError("every cluster connection stayed busy") from None
+        try:
+            yield
+        finally:
+            self.places.release()
+
+
+class GatedCluster(RedisCluster):
+    """RedisCluster whose commands and pipelines queue for a place (``_Gate``)."""
+
+    gate: _Gate
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate.place():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's
+
+
+class _GatedPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, GatedCluster)
+        async with client.gate.place():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
 class ClusterConnection(RedisConnection):
     """The cluster's command client (``redis`` is a ``RedisCluster``), its health, and
     a subscriber connection factory per master."""
@@ -118,13 +167,15 @@ class ClusterConnection(RedisConnection):
         # No retries by the client (it would run a whole pipeline again after one
         # master's connection error: stored publishes twice); the callers decide, as on
         # one Redis. A connection error still makes it re-read the shard map.
-        self.cluster = RedisCluster.from_url(
+        self.cluster = GatedCluster.from_url(
             url,
             socket_timeout=timeout,
             max_connections=pool_size,
             retry=Retry(NoBackoff(), 0),
             **self._kw,
         )
+        assert isinstance(self.cluster, GatedCluster)
+        self.cluster.gate = _Gate(pool_size, timeout)
         self.redis = self.cluster  # type: ignore[assignment]  # the same command API
         self._sub_pools: dict[str, ConnectionPool] = {}
         self.responsive = False
