@@ -308,20 +308,6 @@ def _sentinel_sees(
     return bool(info["num-slaves"] >= replicas and info["num-other-sentinels"] >= others)
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    while True:
-        port = free_port()
-        if port + 10000 >= 65536:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-
-
 @dataclass
 class RedisCluster:
     """A Redis Cluster of private redis-servers: masters first, then their replicas."""
@@ -409,10 +395,12 @@ def start_redis_cluster(masters: int = 3, replicas: int = 1) -> RedisCluster:
     no``, so the other masters keep serving meanwhile), waited on until cluster_state:ok."""
     import tempfile
 
+    from roost_bench.rediscluster import cluster_port
+
     workdir = Path(tempfile.mkdtemp(prefix="roost-cluster-"))
     nodes = []
     for _ in range(masters * (1 + replicas)):
-        port = _cluster_port()
+        port = cluster_port()  # the bench's: a free port whose bus port (+10000) is free
         node_dir = workdir / str(port)
         node_dir.mkdir()
         nodes.append(

@@ -86,6 +86,9 @@ class RoomChannel(Channel):
         presence = self.socket.endpoint.presence
         if self.verified or name is None or not isinstance(presence, Presence):
             return None
+        settings = self.socket.endpoint.settings.get("chat")
+        if settings is None or not settings.secret:
+            return None  # no token is verified here (nodes share --secret): no name is held
         try:
             present = await presence.list(self.topic)
         except Exception:  # cannot tell who is here: refuse rather than let a guest pass
