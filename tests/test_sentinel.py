@@ -42,6 +42,7 @@ from roost.pubsub import Envelope, HistoryPolicy, Position
 from support import (
     RedisProcess,
     SentinelTopology,
+    ServerProcess,
     replicas_online,
     start_redis,
     start_sentinel_topology,
@@ -108,6 +109,21 @@ def replica_of(master: RedisProcess, workdir: Path) -> RedisProcess:
 
 def message(i: int) -> Envelope:
     return Envelope("t", 0, "rooms:failover", "new:msg", Encoded.of({"body": f"m{i}"}))
+
+
+async def chat_checked(nodes: list[ServerProcess], room: str) -> None:
+    """Members and publishers on every node chat a little: every message arrives once, in order."""
+    members, pubs = crowd([n.ws_url for n in nodes], room)
+    everyone = members + [p.member for p in pubs]
+    try:
+        await asyncio.gather(*(m.start() for m in everyone))
+        for pub in pubs:
+            await pub.send_many(3)
+        await settle(everyone, pubs, timeout=10)
+        verdict = check_delivery(everyone, pubs)
+    finally:
+        await close_all(everyone)
+    assert verdict, verdict.message()
 
 
 async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path: Path) -> None:
@@ -381,17 +397,7 @@ async def test_credentials_for_the_master_and_for_the_sentinels(tmp_path: Path) 
             for name in ("c1", "c2")
         ]
         lab.nodes.extend(nodes)
-        members, pubs = crowd([n.ws_url for n in nodes], "rooms:auth")
-        everyone = members + [p.member for p in pubs]
-        try:
-            await asyncio.gather(*(m.start() for m in everyone))
-            for pub in pubs:
-                await pub.send_many(3)
-            await settle(everyone, pubs, timeout=10)
-            verdict = check_delivery(everyone, pubs)
-        finally:
-            await close_all(everyone)
-        assert verdict, verdict.message()
+        await chat_checked(nodes, "rooms:auth")
         logs = lab.logs(200)
         assert "redis broker up" in logs and "secret" not in logs
     finally:
@@ -425,17 +431,7 @@ async def test_tls_to_the_sentinels_and_the_master(tmp_path: Path) -> None:
             for name in ("t1", "t2")
         ]
         lab.nodes.extend(nodes)
-        members, pubs = crowd([n.ws_url for n in nodes], "rooms:tls")
-        everyone = members + [p.member for p in pubs]
-        try:
-            await asyncio.gather(*(m.start() for m in everyone))
-            for pub in pubs:
-                await pub.send_many(3)
-            await settle(everyone, pubs, timeout=10)
-            verdict = check_delivery(everyone, pubs)
-        finally:
-            await close_all(everyone)
-        assert verdict, verdict.message()
+        await chat_checked(nodes, "rooms:tls")
     finally:
         lab.close()
         topology.stop()
