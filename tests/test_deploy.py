@@ -31,12 +31,12 @@ import aiohttp
 import pytest
 
 from roost.client import Client
+from roost_bench.rediscluster import cluster_port
 
 from support import (
     ROOT,
     RedisProcess,
     ServerProcess,
-    _cluster_port,
     free_port,
     start_server,
     until,
@@ -417,7 +417,7 @@ def test_k8s_cluster_job_creates_the_cluster_once(tmp_path: Path) -> None:
         for i in range(6):
             data = tmp_path / f"data{i}"
             data.mkdir()
-            port = _cluster_port()
+            port = cluster_port()
             nodes.append(RedisProcess(port, cluster_server_args(server, port, data)).start())
         ports = [n.port for n in nodes]
 
