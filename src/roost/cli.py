@@ -72,14 +72,26 @@ def serve(**given: Any) -> None:
     from .pubsub import Broker
     from .security.origin import OriginPolicy
     from .server import build_app
+    from .server.fdlimit import log_capacity
     from .server.logs import setup_logging
+    from .workers import Role
 
+    role = Role.from_env()  # set when a supervisor started this process
+    if role is not None:
+        given = role.config
     try:
         cfg = ServeConfig(**given)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    node = cfg.node or default_node()
+    if role is None and cfg.worker_count() > 1:
+        from .workers.process import supervise
+
+        node = cfg.node or default_node()
+        setup_logging(node, cfg.log_format, cfg.log_level)
+        sys.exit(supervise(cfg, node))
+    node = role.name if role is not None else cfg.node or default_node()
     setup_logging(node, cfg.log_format, cfg.log_level)
+    log_capacity(cfg.max_connections)
     uv = use_uvloop()
     broker: Broker
     if not cfg.redis_url:
@@ -98,6 +110,8 @@ def serve(**given: Any) -> None:
             wait_replicas=cfg.redis_wait_replicas,
             wait_timeout=cfg.redis_wait_timeout,
             signing_key=cfg.redis_signing_key.encode() or None,
+            instance=role.instance if role is not None else None,
+            takeover=role.takeover if role is not None else None,
             **cfg.redis_tls(),  # type: ignore[arg-type]
         )
     endpoint = create_endpoint(
@@ -128,6 +142,7 @@ def serve(**given: Any) -> None:
         longpoll_window=cfg.longpoll_window,
         # Long-poll tokens must verify on every node: a secret they all share.
         longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
+        siblings=role.siblings() if role is not None else None,
     )
     log.info(
         "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
@@ -140,7 +155,10 @@ def serve(**given: Any) -> None:
     from .brokers.redis import ClusterRefused, DuplicateNodeError
 
     try:
-        _run(app, cfg.host, cfg.port)
+        if role is None:
+            _run(app, cfg.host, cfg.port)
+        else:
+            _run(app, cfg.host, role.port, reuse_port=role.fd is None, sock=role.listening_socket())
     except (DuplicateNodeError, ClusterRefused) as exc:
         log.error("%s", exc)
         click.echo(f"roost: {exc}", err=True)
@@ -149,6 +167,11 @@ def serve(**given: Any) -> None:
 
 def _split(text: str) -> list[str]:
     return expand((text,))
+
+
+#: Connections the kernel queues before roost accepts them: a reconnect storm of tens of
+#: thousands of clients overflows a small queue into SYN retries (seconds each).
+BACKLOG = 4096
 
 
 @main.command()
@@ -168,13 +191,25 @@ def token(user: str, ttl: float, rooms: str, secret: str) -> None:
         raise click.UsageError(str(exc)) from None
 
 
-def _run(app: Any, host: str, port: int) -> None:
+def _run(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    sock: pysocket.socket | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT: on ``host:port`` (with SO_REUSEPORT if asked), or on
+    the listening socket ``sock`` (a worker of a shared socket)."""
     from aiohttp import web
 
     web.run_app(
         app,
-        host=host,
-        port=port,
+        host=None if sock is not None else host,
+        port=None if sock is not None else port,
+        sock=sock,
+        reuse_port=reuse_port or None,
+        backlog=BACKLOG,
         print=None,
         access_log=None,
         handle_signals=True,

@@ -8,6 +8,8 @@ that the README documents each one. Defaults come from where they are used
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -39,6 +41,9 @@ def _default(function: Any, name: str) -> Any:
 
 
 L, H = Limits, HistoryPolicy
+#: SO_REUSEPORT spreads connections over the sockets only on Linux (elsewhere the last
+#: socket bound takes them all, or the option is missing): one shared socket there.
+DEFAULT_WORKER_SOCKET = "reuseport" if sys.platform.startswith("linux") else "shared"
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,21 @@ class ServeConfig:
     port: int = opt(4000, "--port", "PORT", "TCP port.")
     node: str | None = opt(
         None, "--node", "NODE", "Unique node name [default: host-pid].", show_default=False
+    )
+    workers: str = opt(
+        "1",
+        "--workers",
+        "ROOST_WORKERS",
+        "Processes serving one port: N, or auto (one per core); each is a node named "
+        "<node>-w<k>, so more than 1 needs --redis.",
+    )
+    worker_socket: str = opt(
+        DEFAULT_WORKER_SOCKET,
+        "--worker-socket",
+        "ROOST_WORKER_SOCKET",
+        "How workers share the port: reuseport (each binds it with SO_REUSEPORT, the kernel "
+        "spreads connections; Linux) or shared (they accept on one inherited socket).",
+        choices=("reuseport", "shared"),
     )
     log_format: str = opt("text", "--log-format", "ROOST_LOG_FORMAT", choices=("text", "json"))
     log_level: str = opt("info", "--log-level", "ROOST_LOG_LEVEL")
@@ -293,7 +313,31 @@ class ServeConfig:
             raise ValueError("--require-token needs a secret (--secret or ROOST_SECRET)")
         if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
             raise ValueError("--redis-wait-timeout must be below --redis-timeout")
+        count = self.worker_count()  # "two" or 0 is a usage error
+        if count > 1 and not self.redis_url:
+            raise ValueError(
+                f"--workers {self.workers} needs --redis URL: each worker is a node of its "
+                "own, and nodes of the memory broker cannot reach each other's sockets "
+                "(a room would be split between workers)"
+            )
         self.proxies()  # a bad CIDR is a usage error, not a crash at the first request
+
+    def worker_count(self) -> int:
+        """``--workers`` as a number: ``auto`` is the cores this process may run on."""
+        if self.workers == "auto":
+            return max(
+                1,
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1,
+            )
+        try:
+            count = int(self.workers)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"--workers must be a number >= 1 or auto, not {self.workers!r}")
+        return count
 
     def limits(self) -> Limits:
         return Limits(

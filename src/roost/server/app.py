@@ -15,6 +15,8 @@ from .api import API_KEY, MAX_BODY
 from .drain import drain
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
 from .metrics import Metrics
+from .siblings import Siblings
+from .siblings import attach as attach_siblings
 from .websocket import FLUSHER_KEY, websocket_handler
 from .wswire import Flusher
 
@@ -78,12 +80,15 @@ def build_app(
     drain_window: float = 5.0,
     longpoll_window: float = 10.0,
     longpoll_key: bytes | None = None,
+    siblings: Siblings | None = None,
 ) -> web.Application:
     """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
 
     ``api_key`` enables ``POST /api/broadcast``; ``drain_window`` spreads the
     1012 closes on shutdown; ``longpoll_key`` signs long-poll session tokens (the
-    same on every node; None: a random key of this process, see security/lptoken.py).
+    same on every node; None: a random key of this process, see security/lptoken.py);
+    ``siblings``: this process is one worker of a group, and ``/metrics`` and
+    ``/readyz`` answer for every worker (see siblings.py).
     """
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
@@ -100,8 +105,11 @@ def build_app(
     app.router.add_get("/", index)
     app.router.add_get("/rooms/{name}", index)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", Metrics(endpoint).handle)
+    if siblings is None:
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", Metrics(endpoint).handle)
+    else:
+        attach_siblings(app, siblings, Metrics(endpoint).handle, readyz)
     if api_key:
         app[API_KEY] = api_key
         app.router.add_post("/api/broadcast", api.broadcast)

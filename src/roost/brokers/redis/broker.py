@@ -75,6 +75,8 @@ class RedisBroker(Broker):
         signing_key: bytes | None = None,
         wait_replicas: int = 0,
         wait_timeout: float = 0.2,
+        instance: str | None = None,
+        takeover: str | None = None,
         **connection_kwargs: Any,
     ) -> None:
         if mode not in MODES:
@@ -90,7 +92,10 @@ class RedisBroker(Broker):
         self.stats = BrokerStats()
         self.signing_key = signing_key
         self.node = ""
-        self.instance = os.urandom(8).hex()
+        #: This process's claim on the node name; ``takeover``: the claim of a dead
+        #: predecessor of the same name (a restarted worker) that may be replaced.
+        self.instance = instance or os.urandom(8).hex()
+        self.takeover = takeover
         self.connection_kwargs = dict(connection_kwargs)  # TLS files etc., for other clients
         self.timeout, self.pool_size, self.max_queue = timeout, pool_size, max_queue
         self.connection = RedisConnection(
@@ -175,7 +180,9 @@ class RedisBroker(Broker):
             self.link.wanted.add(probe)
             self.link.ignore = probe.encode()
         self.stats.responsive = True
-        self._name = NodeName(self.connection.redis, self.keys, node, self.instance, self.node_ttl)
+        self._name = NodeName(
+            self.connection.redis, self.keys, node, self.instance, self.node_ttl, self.takeover
+        )
         await self._name.claim()
         loop = asyncio.get_running_loop()
         self._tasks = [

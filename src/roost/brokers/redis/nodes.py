@@ -2,6 +2,9 @@
 
 Two live nodes cannot share a name: the second one's claim fails. The key has a
 TTL and is refreshed every ``ttl/3``; a node that dies frees its name within ``ttl``.
+A restarted worker (``roost serve --workers``) takes its name back at once: its
+supervisor saw the predecessor exit and passes the predecessor's claim as
+``takeover``; only a key still holding exactly that claim is replaced.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ if not v then
 end
 return -1
 """
+TAKEOVER = """
+local v = redis.call('GET', KEYS[1])
+if (not v) or v == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -42,16 +53,29 @@ class NodeName:
     """This node's claim on its name."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, node: str, instance: str, ttl: float
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        node: str,
+        instance: str,
+        ttl: float,
+        takeover: str | None = None,
     ) -> None:
         self.redis = redis
         self.key = keys.node_key(node)
         self.node = node
         self.instance = instance
         self.ttl = ttl
+        self.takeover = takeover
 
     async def claim(self) -> None:
         ok = await self.redis.set(self.key, self.instance, nx=True, px=int(self.ttl * 1000))
+        if not ok and self.takeover:
+            ok = await self.redis.eval(
+                TAKEOVER, 1, self.key, self.instance, self.takeover, int(self.ttl * 1000)
+            )
+            if ok:
+                log.info("node name %r taken over from the worker before this one", self.node)
         if not ok:
             raise DuplicateNodeError(
                 f"node name {self.node!r} is already in use by a live node on this Redis "
