@@ -45,6 +45,8 @@ RANKS: dict[str, int] = {
     "publisher": 3,
     # every option of roost serve, with defaults read from where they are used
     "config": 4,
+    # the supervisor of roost serve --workers: starts nodes (server's sibling view, fd limit)
+    "workers": 4,
     # what composes them
     "cli": 5,
     "__init__": 5,  # the package itself: roost.publish() lazily imports the publisher
