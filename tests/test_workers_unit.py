@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
+from roost.config import usable_cores
 from roost.server.siblings import merge_expositions
 from roost.workers._state import BadTransition, Event, State, step
 from roost.workers.supervisor import MAX_DELAY, RESTART_DELAY, STABLE, Supervisor
@@ -157,3 +159,17 @@ def test_merge_keeps_each_workers_series_and_sums_shared_ones() -> None:
     assert lag[("roost_delivery_lag_seconds_sum", None)] == 0.5
     created = families["roost_delivery_lag_seconds_created"].samples
     assert [s.value for s in created] == [100.0]
+
+
+def test_auto_counts_the_cores_a_cgroup_quota_allows(tmp_path: Path) -> None:
+    limit = tmp_path / "cpu.max"
+    cores = usable_cores(str(tmp_path / "missing"))
+    assert cores >= 1
+    limit.write_text("max 100000\n")
+    assert usable_cores(str(limit)) == cores
+    limit.write_text("150000 100000\n")  # 1.5 CPUs: two workers
+    assert usable_cores(str(limit)) == min(cores, 2)
+    limit.write_text("50000 100000\n")
+    assert usable_cores(str(limit)) == 1
+    limit.write_text("garbage\n")
+    assert usable_cores(str(limit)) == cores

@@ -323,14 +323,9 @@ class ServeConfig:
         self.proxies()  # a bad CIDR is a usage error, not a crash at the first request
 
     def worker_count(self) -> int:
-        """``--workers`` as a number: ``auto`` is the cores this process may run on."""
+        """``--workers`` as a number: ``auto`` is the cores this process may use."""
         if self.workers == "auto":
-            return max(
-                1,
-                len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else os.cpu_count() or 1,
-            )
+            return usable_cores()
         try:
             count = int(self.workers)
         except ValueError:
@@ -374,6 +369,23 @@ class ServeConfig:
             ("ssl_keyfile", self.redis_key),
         )
         return {name: value for name, value in pairs if value}
+
+
+def usable_cores(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The cores this process may run on (its CPU affinity), fewer under a cgroup v2 CPU
+    quota (a container's ``cpus`` / a pod's CPU limit): ``ceil(quota / period)``."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    try:
+        with open(cgroup) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return max(1, cores)
 
 
 def expand(values: tuple[str, ...]) -> list[str]:
