@@ -67,6 +67,20 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def worker_pids(server: ServerProcess) -> dict[int, int]:
+    """index → pid of the live workers of a ``--workers`` server (from its log and /proc)."""
+    pid = server.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    found: dict[int, int] = {}
+    for line in server.log().splitlines():
+        if "roost.workers: worker w" in line and " started (pid " in line:
+            index = int(line.split("worker w")[1].split()[0])
+            child = line.split("(pid ")[1].split(")")[0]
+            if child in children:
+                found[index] = int(child)
+    return found
+
+
 UNLIMITED_CLIENTS = {"ROOST_CONN_RATE": "0", "ROOST_MAX_CONNECTIONS_PER_IP": "0"}
 
 

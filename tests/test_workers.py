@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 
 from rawws import RawSocket
-from support import ROOT, ServerProcess, free_port, start_server, until, wait_http
+from support import (
+    ROOT,
+    ServerProcess,
+    free_port,
+    start_server,
+    until,
+    wait_http,
+    worker_pids,
+)
 
 CLIENTS = 24  # each lands on w1 or w2 by the kernel's hash: all on one is 2 ** -23
 
@@ -48,19 +56,6 @@ def http(url: str) -> tuple[int, Any]:
         return status, json.loads(body)
     except ValueError:
         return status, body.decode()
-
-
-def workers(server: ServerProcess) -> dict[int, int]:
-    """index → pid of the supervisor's live worker processes (from its log and /proc)."""
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
-    found: dict[int, int] = {}
-    for line in server.log().splitlines():
-        if "roost.workers: worker w" in line and " started (pid " in line:
-            index = int(line.split("worker w")[1].split()[0])
-            pid = line.split("(pid ")[1].split(")")[0]
-            if pid in children:
-                found[index] = int(pid)
-    return found
 
 
 async def join_many(server: ServerProcess, topic: str, count: int) -> list[tuple[RawSocket, str]]:
@@ -113,13 +108,13 @@ async def test_a_crashed_worker_is_restarted_under_its_name(redis_server: Any) -
     server = start_group(redis_server.url)
     try:
         joined = await join_many(server, "rooms:crash", CLIENTS)
-        before = workers(server)
+        before = worker_pids(server)
         assert set(before) == {1, 2}
         os.kill(before[1], signal.SIGKILL)
         # Not ready while w1 is down or starting; ready again once it is back.
         await until(lambda: http(f"{server.url}/readyz")[0] == 503, 10, "readyz 503")
         await until(lambda: http(f"{server.url}/readyz")[0] == 200, 20, "readyz 200 again")
-        after = workers(server)
+        after = worker_pids(server)
         assert after[2] == before[2] and after[1] != before[1]
         assert "worker w1 (pid" in server.log() and "SIGKILL; restarting in" in server.log()
         assert "taken over from the worker before this one" in server.log()
@@ -140,7 +135,7 @@ async def test_a_crashed_worker_is_restarted_under_its_name(redis_server: Any) -
 async def test_sigterm_drains_every_worker_and_exits(redis_server: Any) -> None:
     server = start_group(redis_server.url, "--drain-window", "1")
     joined = await join_many(server, "rooms:bye", CLIENTS)
-    pids = workers(server)
+    pids = worker_pids(server)
     server.proc.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(ws.expect_closed(10) for ws, _ in joined))
     assert set(codes) == {1012}  # each worker drained its own clients: "server restart"
@@ -160,7 +155,7 @@ def _zombie(pid: int) -> bool:
 
 def test_workers_die_with_a_killed_supervisor(redis_server: Any) -> None:
     server = start_group(redis_server.url)
-    pids = workers(server)
+    pids = worker_pids(server)
     server.proc.kill()
     server.proc.wait(5)
     deadline = time.monotonic() + 15
