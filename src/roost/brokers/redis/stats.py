@@ -43,12 +43,38 @@ class BrokerStats:
         yield "roost_broadcasts_published", "Envelopes published to Redis.", self.published
         yield "roost_broadcasts_received", "Envelopes from other nodes.", self.received
         yield "roost_publish_errors", "Envelopes Redis did not take.", self.publish_errors
+        yield (
+            "roost_publish_timeouts",
+            "Stored publishes refused for missing their deadline (the client got an error).",
+            self.publish_timeouts,
+        )
+        yield (
+            "roost_publish_unreplicated",
+            "Publish batches that fewer replicas than --redis-wait-replicas confirmed.",
+            self.unreplicated,
+        )
+        yield (
+            "roost_publish_dropped",
+            "Envelopes dropped: the publish queue was full.",
+            self.dropped,
+        )
         yield "roost_redis_reconnects", "Subscriber reconnects.", self.reconnects
         yield "roost_probe_restarts", "Subscriptions restarted by the probe.", self.probe_restarts
         yield "roost_sequence_gaps", "Jumps in an origin's sequence numbers.", self.gaps
         yield "roost_missed_messages", "Messages the sequence gaps skipped.", self.missed
         yield "roost_offset_gaps", "Holes in a topic's history offsets.", self.offset_gaps
         yield "roost_gaps_filled", "Messages filled in from the history stream.", self.filled
+        yield (
+            "roost_catch_ups",
+            "Topics caught up from their cursor after a resubscribe.",
+            (self.catch_ups),
+        )
+        yield (
+            "roost_gaps_unfillable",
+            "Messages gone from the history stream before a gap could be filled (lost here).",
+            self.unfillable,
+        )
+        yield "roost_duplicates_dropped", "Envelopes delivered already, not again.", self.duplicates
         yield "roost_invalid_envelopes", "Messages that were not envelopes.", self.invalid
         yield "roost_rejected_envelopes", "Envelopes failing the signature.", self.rejected
         yield (
