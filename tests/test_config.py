@@ -47,5 +47,6 @@ def test_environment_variables_reach_the_config(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("ROOST_MSG_RATE", "7.5")
     monkeypatch.setenv("ROOST_ALLOWED_ORIGINS", "https://a.example")
     assert CliRunner().invoke(main, ["serve", "--port", "4100"]).exit_code == 0
+    assert seen.pop("app_spec") is None  # serve's MODULE:NAME argument, not an option
     cfg = ServeConfig(**seen)  # type: ignore[arg-type]
     assert (cfg.msg_rate, cfg.port, cfg.allowed_origins) == (7.5, 4100, ("https://a.example",))

@@ -25,7 +25,7 @@ ROOT = "roost"
 
 #: The rank of each part of the package (its first name under ``roost``). An import
 #: from one part to another must go to a lower rank.
-RANKS: dict[str, int] = {
+RANKS: dict[str, float] = {
     # sans-I/O and leaf helpers: import nothing of roost
     "protocol": 0,
     "security": 0,
@@ -34,6 +34,9 @@ RANKS: dict[str, int] = {
     "pubsub": 1,
     # both stand on pubsub (and protocol); they never see each other
     "channels": 2,
+    # roost.Application: channels + presence + hooks, what `roost serve MODULE:NAME` runs;
+    # the chat is one (it stands on it)
+    "application": 2.5,
     "brokers": 2,
     # applications, transports and tools on top
     "server": 3,
@@ -45,6 +48,8 @@ RANKS: dict[str, int] = {
     "publisher": 3,
     # every option of roost serve, with defaults read from where they are used
     "config": 4,
+    # what roost serve builds from its options (broker, application, aiohttp app)
+    "assemble": 4.5,
     # the supervisor of roost serve --workers: starts nodes (server's sibling view, fd limit)
     "workers": 4,
     # what composes them

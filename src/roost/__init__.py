@@ -20,4 +20,25 @@ async def publish_async(
     return await _publish_async(redis_url, topic, event, payload, **options)
 
 
-__all__ = ["__version__", "publish", "publish_async"]
+#: The application API, imported on first use (``import roost`` stays light for
+#: processes that only publish).
+_API = {
+    "Application": "roost.application",
+    "Channel": "roost.channels",
+    "ConnectRefused": "roost.channels",
+    "Endpoint": "roost.channels",
+    "JoinError": "roost.channels",
+    "Reply": "roost.channels",
+    "Router": "roost.channels",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'roost' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "publish", "publish_async", *_API]

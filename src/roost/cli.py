@@ -65,13 +65,13 @@ def config_options(only: set[str] | None = None) -> Callable[[F], F]:
 
 @main.command()
 @config_options()
-def serve(**given: Any) -> None:
-    """Run a node: the chat page at / and the Phoenix socket at /socket."""
+@click.argument("app_spec", metavar="[MODULE:NAME]", required=False)
+def serve(app_spec: str | None, **given: Any) -> None:
+    """Run a node: the Phoenix socket at /socket, and the chat page at / — or your own
+    application, MODULE:NAME (a roost.Application, see docs/APPLICATIONS.md)."""
 
-    from .chat import ChatSettings, create_endpoint
-    from .pubsub import Broker
-    from .security.origin import OriginPolicy
-    from .server import build_app
+    from . import assemble
+    from .application import AppNotFound
     from .server.fdlimit import log_capacity
     from .server.logs import setup_logging
     from .workers import Role
@@ -79,6 +79,8 @@ def serve(**given: Any) -> None:
     role = Role.from_env()  # set when a supervisor started this process
     if role is not None:
         given = role.config
+    elif app_spec:
+        given = {**given, "app": app_spec}
     try:
         cfg = ServeConfig(**given)
     except ValueError as exc:
@@ -93,60 +95,14 @@ def serve(**given: Any) -> None:
     setup_logging(node, cfg.log_format, cfg.log_level)
     log_capacity(cfg.max_connections)
     uv = use_uvloop()
-    broker: Broker
-    if not cfg.redis_url:
-        from .brokers.memory import MemoryBroker
-
-        broker = MemoryBroker()
-    else:
-        from .brokers.redis import Keys, RedisBroker
-
-        broker = RedisBroker(
-            cfg.redis_url,
-            mode=cfg.pubsub_mode,
-            keys=Keys(cfg.redis_prefix, cfg.app_name),
-            probe_interval=cfg.probe_interval,
-            timeout=cfg.redis_timeout,
-            wait_replicas=cfg.redis_wait_replicas,
-            wait_timeout=cfg.redis_wait_timeout,
-            signing_key=cfg.redis_signing_key.encode() or None,
-            instance=role.instance if role is not None else None,
-            takeover=role.takeover if role is not None else None,
-            **cfg.redis_tls(),  # type: ignore[arg-type]
-        )
-    endpoint = create_endpoint(
-        node,
-        broker,
-        echo=cfg.echo,
-        limits=cfg.limits(),
-        history=cfg.history(),
-        presence_timeout=cfg.presence_timeout,
-        presence_batch=cfg.presence_batch,
-        settings=ChatSettings(
-            secret=cfg.secret,
-            require_token=cfg.require_token,
-            rooms=frozenset(_split(cfg.rooms)) if cfg.rooms else None,
-            private=tuple(_split(cfg.private_rooms)),
-        ),
-        origins=OriginPolicy(expand(cfg.allowed_origins)),
-    )
-    endpoint.proxies = cfg.proxies()
-    if cfg.realtime:
-        from .realtime import route
-
-        route(endpoint.router)
-    app = build_app(
-        endpoint,
-        api_key=cfg.api_key or None,
-        drain_window=cfg.drain_window,
-        longpoll_window=cfg.longpoll_window,
-        # Long-poll tokens must verify on every node: a secret they all share.
-        longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
-        siblings=role.siblings() if role is not None else None,
-    )
+    try:
+        app = assemble.web_app(cfg, node, role)
+    except AppNotFound as exc:
+        raise click.UsageError(str(exc)) from None
     log.info(
-        "roost starting node=%s url=http://%s:%d/ broker=%s uvloop=%s",
+        "roost starting node=%s app=%s url=http://%s:%d/ broker=%s uvloop=%s",
         node,
+        cfg.app or "chat",
         cfg.host,
         cfg.port,
         f"redis/{cfg.pubsub_mode}" if cfg.redis_url else "memory",

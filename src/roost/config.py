@@ -48,6 +48,14 @@ DEFAULT_WORKER_SOCKET = "reuseport" if sys.platform.startswith("linux") else "sh
 
 @dataclass(frozen=True)
 class ServeConfig:
+    app: str = opt(
+        "",
+        "--app",
+        "ROOST_APP",
+        "The application to serve, MODULE:NAME (a roost.Application, or a function returning "
+        "one), also given as serve's argument [default: the chat].",
+        show_default=False,
+    )
     host: str = opt("127.0.0.1", "--host", "HOST", "Bind address.")
     port: int = opt(4000, "--port", "PORT", "TCP port.")
     node: str | None = opt(

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import orjson
+
 from ..protocol import Encoded, Ref
-from ..pubsub import HistoryPolicy, Position, Recovery
+from ..pubsub import HistoryPolicy, HistoryUnavailable, Position, Recovery
 from .lifecycle import ChannelEvent, ChannelState, advance
-from .reply import Reply
+from .reply import JoinError, Reply
 
 if TYPE_CHECKING:
     from ..pubsub import Wire
     from .contracts import ChannelSocket
+
+
+def parse_since(value: Any) -> Position | None:
+    """A rejoining client's ``since``: ``{"offset": N >= 0, "epoch": "<= 64 chars"}``,
+    or None; anything else refuses the join (``invalid since``)."""
+    if value is None:
+        return None
+    offset = value.get("offset") if isinstance(value, dict) else None
+    epoch = value.get("epoch") if isinstance(value, dict) else None
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise JoinError("invalid since")
+    if not isinstance(epoch, str) or not epoch or len(epoch) > 64:
+        raise JoinError("invalid since")
+    return Position(offset, epoch)
 
 
 class Channel:
@@ -159,6 +175,30 @@ class Channel:
         if not self.joined:
             self.joined_at = recovery.position
         return recovery
+
+    async def recover(self, payload: Any) -> dict[str, Any]:
+        """A join with history: ``return await self.recover(payload)`` from ``join``.
+
+        Subscribes first, then reads the history after the client's ``since``
+        (``{"offset": N, "epoch": E}`` in the join payload; without one, the latest
+        messages) and returns the reply fields roost's clients rejoin with:
+        ``history`` (stored payloads, each with its ``offset``), ``offset``, ``epoch``
+        and ``recovered`` (False: the history after ``since`` is gone — a new epoch —
+        so the client must not assume it has everything). Refuses the join with
+        ``invalid since`` or ``temporarily unavailable`` (the broker could not read).
+        """
+        since = parse_since(payload.get("since") if isinstance(payload, dict) else None)
+        try:
+            await self.subscribe()  # before reading history: nothing falls in between
+            recovery = await self.history(since)
+        except HistoryUnavailable:
+            raise JoinError("temporarily unavailable") from None
+        return {
+            "history": [orjson.Fragment(m.payload) for m in recovery.messages],
+            "offset": recovery.position.offset,
+            "epoch": recovery.position.epoch,
+            "recovered": recovery.recovered,
+        }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.topic} join_ref={self.join_ref}>"

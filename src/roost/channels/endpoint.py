@@ -121,6 +121,12 @@ class Endpoint:
             await self.presence.stop()
         await self.pubsub.stop()
 
+    async def broadcast(self, topic: str, event: str, payload: Any, *, store: bool = False) -> None:
+        """Send ``event`` to every subscriber of ``topic`` on every node, from outside
+        a channel (a background task, a start hook). ``store``: keep it in the topic's
+        history first (HistoryUnavailable if that fails: then nobody got it)."""
+        await self.pubsub.broadcast(topic, event, payload, store=self.history if store else None)
+
     async def authorize(
         self, params: dict[str, str], info: dict[str, Any]
     ) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The chat application: the ``rooms:*`` channel and the page."""
 
-from .app import ChatSettings, create_endpoint
+from .app import ChatSettings, application, create_endpoint
 from .room import RoomChannel
 
-__all__ = ["ChatSettings", "RoomChannel", "create_endpoint"]
+__all__ = ["ChatSettings", "RoomChannel", "application", "create_endpoint"]

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..channels import ConnectRefused, Endpoint, Limits, Router
+from ..application import Application
+from ..channels import ConnectRefused, Endpoint, Limits
 from ..channels.endpoint import ConnectHook
-from ..channels.presence import Presence
-from ..pubsub import Broker, HistoryPolicy, PubSub
+from ..pubsub import Broker, HistoryPolicy
 from ..security import tokens
 from ..security.origin import OriginPolicy
 from ..security.rooms import SETTINGS_KEY
 from .echo import EchoChannel
 from .room import RoomChannel
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 @dataclass(frozen=True)
@@ -78,22 +81,27 @@ def create_endpoint(
 
     ``presence_timeout``: how long after a node dies its users are shown as gone.
     """
-    router = Router().channel("rooms:*", RoomChannel)
-    if echo:
-        router.channel("echo:*", EchoChannel)
-    pubsub = PubSub(node, broker)
-    # A shared store's entries live ttl; sweeps run every ttl/3: a dead node's users
-    # leave within about (1 + 1/3) * ttl = presence_timeout.
-    store = broker.presence_store(ttl=presence_timeout * 0.75)
-    settings = settings or ChatSettings()
-    return Endpoint(
-        router=router,
-        pubsub=pubsub,
-        connect=make_connect(settings),
-        # The room policy, also for other channel families and the REST API.
-        settings={"chat": settings, SETTINGS_KEY: settings},
-        origins=origins or OriginPolicy(),
-        limits=limits or Limits(),
-        history=history or HistoryPolicy(),
-        presence=Presence(pubsub, store, batch=presence_batch),
+    return application(settings or ChatSettings(), echo=echo).endpoint(
+        node,
+        broker,
+        limits=limits,
+        history=history,
+        presence_timeout=presence_timeout,
+        presence_batch=presence_batch,
+        origins=origins,
     )
+
+
+def application(settings: ChatSettings | None = None, *, echo: bool = False) -> Application:
+    """The chat as an Application: ``rooms:*`` (and ``echo:*``), its connect hook, its
+    room policy (also read by other channel families and the REST API), its page."""
+    settings = settings or ChatSettings()
+    app = Application(
+        connect=make_connect(settings),
+        settings={"chat": settings, SETTINGS_KEY: settings},
+        static=STATIC,
+    )
+    app.router.channel("rooms:*", RoomChannel)
+    if echo:
+        app.router.channel("echo:*", EchoChannel)
+    return app

@@ -7,11 +7,10 @@ import secrets
 import time
 from typing import Any
 
-import orjson
-
 from ..channels import Channel, JoinError, Reply
+from ..channels.channel import parse_since
 from ..channels.presence import Presence
-from ..pubsub import HistoryUnavailable, Position, Recovery
+from ..pubsub import HistoryUnavailable, Position
 from . import validate
 
 log = logging.getLogger("roost.chat")
@@ -63,7 +62,7 @@ class RoomChannel(Channel):
                 self.user = validate.user_name(given) or validate.user_name(
                     self.assigns.get("user")
                 )
-            since = validate.since(payload.get("since") if isinstance(payload, dict) else None)
+            parse_since(payload.get("since") if isinstance(payload, dict) else None)
         except validate.Invalid as exc:
             raise JoinError(exc.reason) from None
         settings = self.socket.endpoint.settings.get("chat")
@@ -73,13 +72,14 @@ class RoomChannel(Channel):
         if refusal is not None:
             raise JoinError(refusal)
         try:
-            await self.subscribe()  # before reading history: no message falls in between
-            recovery = await self.history(since)
-        except HistoryUnavailable:
-            # Never an ok without a cursor: the client retries (phoenix.js rejoins).
+            # Subscribed before the history read; never an ok without a cursor (the
+            # client retries: phoenix.js rejoins).
+            reply = await self.recover(payload)
+        except JoinError:
             log.warning("history unavailable for %s: join refused", self.topic)
-            raise JoinError("temporarily unavailable") from None
-        return join_reply(recovery, self.node)
+            raise
+        reply["node"] = self.node
+        return reply
 
     async def guest_refusal(self, name: str | None) -> str | None:
         """Why a guest may not use ``name`` here (None: it may; token holders always may)."""
@@ -141,15 +141,4 @@ class RoomChannel(Channel):
         return Reply.ok({"id": msg_id})
 
 
-def join_reply(recovery: Recovery, node: str) -> dict[str, Any]:
-    """``{history, offset, epoch, recovered, node}``; stored payloads are embedded as is."""
-    return {
-        "history": [orjson.Fragment(m.payload) for m in recovery.messages],
-        "offset": recovery.position.offset,
-        "epoch": recovery.position.epoch,
-        "recovered": recovery.recovered,
-        "node": node,
-    }
-
-
-__all__ = ["Position", "RoomChannel", "join_reply", "message_id"]
+__all__ = ["Position", "RoomChannel", "message_id"]

@@ -8,8 +8,6 @@ from typing import Any
 
 import orjson
 
-from ..pubsub import Position
-
 ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_NAME = 32
 MAX_BODY = 2000  # characters
@@ -87,17 +85,3 @@ def body(payload: Any) -> str:
     if len(text) > MAX_BODY or len(orjson.dumps(text)) > MAX_BODY_BYTES:
         raise Invalid("body too long")
     return text
-
-
-def since(value: Any) -> Position | None:
-    """``{"offset": N, "epoch": E}`` from a rejoining client, or None."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise Invalid("invalid since")
-    offset, epoch = value.get("offset"), value.get("epoch")
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise Invalid("invalid since")
-    if not isinstance(epoch, str) or not epoch or len(epoch) > 64:
-        raise Invalid("invalid since")
-    return Position(offset, epoch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -35,8 +35,11 @@ PAGE_HEADERS = {
 }
 
 
-async def index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+def _index(page: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def index(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    return index
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -72,6 +75,16 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers["Server"] = "roost"
 
 
+EndpointHook = Callable[[Endpoint], Awaitable[None]]
+
+
+def _signal(hook: EndpointHook, endpoint: Endpoint) -> Callable[[web.Application], Awaitable[None]]:
+    async def run(app: web.Application) -> None:
+        await hook(endpoint)
+
+    return run
+
+
 def build_app(
     endpoint: Endpoint,
     *,
@@ -81,6 +94,10 @@ def build_app(
     longpoll_window: float = 10.0,
     longpoll_key: bytes | None = None,
     siblings: Siblings | None = None,
+    static: Path | None = STATIC,
+    pages: tuple[str, ...] = ("/", "/rooms/{name}"),
+    on_start: Sequence[EndpointHook] = (),
+    on_stop: Sequence[EndpointHook] = (),
 ) -> web.Application:
     """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
 
@@ -88,7 +105,10 @@ def build_app(
     1012 closes on shutdown; ``longpoll_key`` signs long-poll session tokens (the
     same on every node; None: a random key of this process, see security/lptoken.py);
     ``siblings``: this process is one worker of a group, and ``/metrics`` and
-    ``/readyz`` answer for every worker (see siblings.py).
+    ``/readyz`` answer for every worker (see siblings.py); ``static``: the directory
+    served at ``/static/`` (the chat's by default; None: no page), its ``index.html``
+    at each of ``pages``; ``on_start``/``on_stop``: the application's hooks, run once
+    the endpoint is up, and after the drain.
     """
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
@@ -102,8 +122,9 @@ def build_app(
     app[LONGPOLL_KEY] = longpoll
     app.router.add_get(f"{mount}/longpoll", longpoll_get)
     app.router.add_post(f"{mount}/longpoll", longpoll_post)
-    app.router.add_get("/", index)
-    app.router.add_get("/rooms/{name}", index)
+    if static is not None and (static / "index.html").is_file():
+        for page in pages:
+            app.router.add_get(page, _index(static / "index.html"))
     app.router.add_get("/healthz", healthz)
     if siblings is None:
         app.router.add_get("/readyz", readyz)
@@ -113,7 +134,8 @@ def build_app(
     if api_key:
         app[API_KEY] = api_key
         app.router.add_post("/api/broadcast", api.broadcast)
-    app.router.add_static("/static/", STATIC, show_index=False)
+    if static is not None:
+        app.router.add_static("/static/", static, show_index=False)
 
     async def pubsub_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await endpoint.start()
@@ -125,6 +147,8 @@ def build_app(
     async def close_sockets(app: web.Application) -> None:
         await drain(endpoint, drain_window)
 
-    app.cleanup_ctx.append(pubsub_lifecycle)
+    app.cleanup_ctx.append(pubsub_lifecycle)  # (runs first of the startup signal)
     app.on_shutdown.append(close_sockets)
+    app.on_startup.extend(_signal(hook, endpoint) for hook in on_start)
+    app.on_shutdown.extend(_signal(hook, endpoint) for hook in on_stop)
     return app

@@ -1,0 +1,97 @@
+"""What ``roost serve`` builds from its options: the broker, the application's
+endpoint, the aiohttp app. (The CLI parses, logs and runs; this module only builds.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .application import Application, load
+from .config import ServeConfig, expand
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .pubsub import Broker
+    from .workers import Role
+
+
+def broker(cfg: ServeConfig, role: Role | None = None) -> Broker:
+    """The memory broker without ``--redis``; else Redis (single, Sentinel or Cluster)."""
+    if not cfg.redis_url:
+        from .brokers.memory import MemoryBroker
+
+        return MemoryBroker()
+    from .brokers.redis import Keys, RedisBroker
+
+    return RedisBroker(
+        cfg.redis_url,
+        mode=cfg.pubsub_mode,
+        keys=Keys(cfg.redis_prefix, cfg.app_name),
+        probe_interval=cfg.probe_interval,
+        timeout=cfg.redis_timeout,
+        wait_replicas=cfg.redis_wait_replicas,
+        wait_timeout=cfg.redis_wait_timeout,
+        signing_key=cfg.redis_signing_key.encode() or None,
+        instance=role.instance if role is not None else None,
+        takeover=role.takeover if role is not None else None,
+        **cfg.redis_tls(),  # type: ignore[arg-type]
+    )
+
+
+def application(cfg: ServeConfig) -> Application:
+    """``--app MODULE:NAME``, or the chat with its options."""
+    if cfg.app:
+        return load(cfg.app)
+    from .chat import ChatSettings
+    from .chat import application as chat
+
+    return chat(
+        ChatSettings(
+            secret=cfg.secret,
+            require_token=cfg.require_token,
+            rooms=frozenset(_split(cfg.rooms)) if cfg.rooms else None,
+            private=tuple(_split(cfg.private_rooms)),
+        ),
+        echo=cfg.echo,
+    )
+
+
+def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Application:
+    """The node: the application's endpoint on its broker, served by the aiohttp app."""
+    from .security.origin import OriginPolicy
+    from .server import build_app
+
+    app = application(cfg)
+    endpoint = app.endpoint(
+        node,
+        broker(cfg, role),
+        limits=cfg.limits(),
+        history=cfg.history(),
+        presence_timeout=cfg.presence_timeout,
+        presence_batch=cfg.presence_batch,
+        origins=OriginPolicy(expand(cfg.allowed_origins)),
+    )
+    endpoint.proxies = cfg.proxies()
+    if cfg.realtime:
+        from .realtime import route
+
+        route(endpoint.router)
+    extra: dict[str, Any] = {}
+    if cfg.app:  # the application's own page, if it has one; the chat's otherwise
+        extra = {"static": app.static, "pages": ("/",)}
+    return build_app(
+        endpoint,
+        api_key=cfg.api_key or None,
+        drain_window=cfg.drain_window,
+        longpoll_window=cfg.longpoll_window,
+        # Long-poll tokens must verify on every node: a secret they all share.
+        longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
+        siblings=role.siblings() if role is not None else None,
+        on_start=app.started,
+        on_stop=app.stopping,
+        **extra,
+    )
+
+
+def _split(text: str) -> list[str]:
+    return expand((text,))
