@@ -1,6 +1,10 @@
 """roost: a Phoenix-Channels-compatible real-time server, scaled out through Redis Pub/Sub."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what __getattr__ below imports on first use
+    from .application import Application
+    from .channels import Channel, ConnectRefused, Endpoint, JoinError, Reply, Router
 
 __version__ = "0.1.0"
 
@@ -41,4 +45,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'roost' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "publish", "publish_async", *_API]
+__all__ = [
+    "Application",
+    "Channel",
+    "ConnectRefused",
+    "Endpoint",
+    "JoinError",
+    "Reply",
+    "Router",
+    "__version__",
+    "publish",
+    "publish_async",
+]
