@@ -40,6 +40,7 @@ RANKS: dict[str, float] = {
     "brokers": 2,
     # applications, transports and tools on top
     "server": 3,
+    "hooks": 3,  # backend hooks: an HTTP client deciding connects, joins, pushes
     "chat": 3,
     "realtime": 3,  # Supabase Realtime-compatible channels: beside the chat, not on it
     "client": 3,

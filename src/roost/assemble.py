@@ -3,6 +3,7 @@ endpoint, the aiohttp app. (The CLI parses, logs and runs; this module only buil
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .application import Application, load
@@ -11,6 +12,7 @@ from .config import ServeConfig, expand
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .channels import Endpoint
     from .pubsub import Broker
     from .workers import Role
 
@@ -72,6 +74,7 @@ def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Applic
         origins=OriginPolicy(expand(cfg.allowed_origins)),
     )
     endpoint.proxies = cfg.proxies()
+    hooks = _hooks(cfg, endpoint)
     if cfg.realtime:
         from .realtime import route
 
@@ -88,9 +91,29 @@ def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Applic
         longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
         siblings=role.siblings() if role is not None else None,
         on_start=app.started,
-        on_stop=app.stopping,
+        on_stop=[*app.stopping, *hooks],
         **extra,
     )
+
+
+def _hooks(cfg: ServeConfig, endpoint: Endpoint) -> list[Callable[[Endpoint], Awaitable[None]]]:
+    """``--hook-*``: the backend decides connects, joins, pushes; its client's closer."""
+    if not (cfg.hook_connect or cfg.hook_join or cfg.hook_publish):
+        return []
+    from .hooks import HookClient, HookPolicy, HttpGuard, connect_hook
+
+    policy = HookPolicy(cfg.hook_timeout, cfg.hook_retries, cfg.hook_failure == "open")
+    client = HookClient(cfg.hook_secret.encode(), endpoint.node, policy)
+    if cfg.hook_connect:
+        endpoint.connect = connect_hook(client, cfg.hook_connect, endpoint.connect)
+    if cfg.hook_join or cfg.hook_publish:
+        endpoint.guard = HttpGuard(client, cfg.hook_join, cfg.hook_publish)
+    endpoint.settings["hooks"] = client  # /metrics reads its counts
+
+    async def close(endpoint: Endpoint) -> None:
+        await client.close()
+
+    return [close]
 
 
 def _split(text: str) -> list[str]:

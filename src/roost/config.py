@@ -15,6 +15,7 @@ from typing import Any
 
 from .channels import Limits
 from .channels.presence import Presence
+from .hooks import HookPolicy
 from .pubsub import HistoryPolicy
 from .security.clientip import TrustedProxies
 from .server import build_app
@@ -305,6 +306,54 @@ class ServeConfig:
         "ROOST_PRESENCE_TIMEOUT",
         "Seconds after which the users of a node that died are shown as gone.",
     )
+    hook_connect: str = opt(
+        "",
+        "--hook-connect",
+        "ROOST_HOOK_CONNECT",
+        "URL your backend answers: may this socket connect, with which assigns.",
+        show_default=False,
+    )
+    hook_join: str = opt(
+        "",
+        "--hook-join",
+        "ROOST_HOOK_JOIN",
+        "URL your backend answers: may this user join this topic (payload/assigns rewrite).",
+        show_default=False,
+    )
+    hook_publish: str = opt(
+        "",
+        "--hook-publish",
+        "ROOST_HOOK_PUBLISH",
+        "URL your backend answers: may this client push this event (payload rewrite).",
+        show_default=False,
+    )
+    hook_secret: str = opt(
+        "",
+        "--hook-secret",
+        "ROOST_HOOK_SECRET",
+        "Signs every hook request (X-Roost-Signature); required with any hook.",
+        show_default=False,
+    )
+    hook_timeout: float = opt(
+        _default(HookPolicy, "timeout"),
+        "--hook-timeout",
+        "ROOST_HOOK_TIMEOUT",
+        "Seconds a hook request may take (per attempt).",
+    )
+    hook_retries: int = opt(
+        _default(HookPolicy, "retries"),
+        "--hook-retries",
+        "ROOST_HOOK_RETRIES",
+        "Retries of a hook request that failed (timeout, connection, 5xx).",
+        minimum=0,
+    )
+    hook_failure: str = opt(
+        "closed",
+        "--hook-failure",
+        "ROOST_HOOK_FAILURE",
+        "When the backend gives no answer: closed (deny: temporarily unavailable) or open (allow).",
+        choices=("closed", "open"),
+    )
     echo: bool = opt(
         False, "--echo", "ROOST_ECHO", "Also serve the diagnostic echo:* channel.", is_flag=True
     )
@@ -327,6 +376,11 @@ class ServeConfig:
                 f"--workers {self.workers} needs --redis URL: each worker is a node of its "
                 "own, and nodes of the memory broker cannot reach each other's sockets "
                 "(a room would be split between workers)"
+            )
+        if (self.hook_connect or self.hook_join or self.hook_publish) and not self.hook_secret:
+            raise ValueError(
+                "backend hooks need --hook-secret (ROOST_HOOK_SECRET): every hook request is "
+                "signed with it so that your backend can trust it"
             )
         self.proxies()  # a bad CIDR is a usage error, not a crash at the first request
 

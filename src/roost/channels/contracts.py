@@ -13,6 +13,7 @@ and ``endpoint.py``, and every import in the package points down:
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import Encoded, Ref
@@ -41,6 +42,38 @@ class ChannelPresence(Protocol):
     async def track(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str: ...
 
     async def untrack(self, channel: PresenceChannel, key: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A guard's answer: ``allowed`` (else ``reason``, the error reply's response), the
+    payload to go on with (rewritten or as it came), assigns to merge (None: none)."""
+
+    allowed: bool
+    payload: Any = None
+    reason: Any = None
+    assigns: dict[str, Any] | None = None
+
+
+class GuardedSocket(Protocol):
+    """What a guard may read of the socket it decides for."""
+
+    @property
+    def assigns(self) -> dict[str, Any]: ...
+
+    @property
+    def peer(self) -> str | None: ...
+
+
+class Guard(Protocol):
+    """Decides joins and client pushes before the channel sees them (``--hook-join``,
+    ``--hook-publish``: an application's backend asked over HTTP, see roost.hooks)."""
+
+    async def join(self, socket: GuardedSocket, topic: str, payload: Any) -> Verdict: ...
+
+    async def push(
+        self, socket: GuardedSocket, topic: str, event: str, payload: Any
+    ) -> Verdict: ...
 
 
 class ChannelEndpoint(Protocol):

@@ -15,6 +15,7 @@ from typing import Any
 from ..pubsub import HistoryPolicy, PubSub
 from ..security.clientip import TrustedProxies
 from ..security.origin import OriginPolicy
+from .contracts import Guard
 from .limits import EndpointStats, Limits
 from .presence import Presence
 from .router import Router
@@ -106,6 +107,8 @@ class Endpoint:
     stats: EndpointStats = field(default_factory=EndpointStats)
     #: Seconds, monotonic: the rate limits' clock (tests pass their own and never sleep).
     clock: Callable[[], float] = time.monotonic
+    #: Decides joins and pushes before the channel does (backend hooks; None: nobody).
+    guard: Guard | None = None
 
     @property
     def node(self) -> str:

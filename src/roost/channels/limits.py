@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .contracts import ChannelEndpoint
+from .contracts import ChannelEndpoint, Guard
 from .router import Router
 
 
@@ -68,3 +68,6 @@ class SocketEndpoint(ChannelEndpoint, Protocol):
 
     @property
     def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def guard(self) -> Guard | None: ...

@@ -32,6 +32,7 @@ from ..protocol.close import CLOSE_RESTART as CLOSE_RESTART  # re-exported: serv
 from ..pubsub import HistoryUnavailable, Wire
 from ..security.ratelimit import TokenBucket
 from .channel import Channel
+from .contracts import Verdict
 from .lifecycle import ChannelEvent, ChannelState
 from .limits import SocketEndpoint as Endpoint  # the Endpoint as a socket sees it
 from .reply import JoinError, Reply
@@ -60,6 +61,11 @@ class InvalidFrame(CloseSocket):
 
     def __init__(self, reason: str) -> None:
         super().__init__(CLOSE_INVALID, reason)
+
+
+def _reason(verdict: Verdict) -> Encoded:
+    reason = verdict.reason
+    return Encoded.of(reason if isinstance(reason, dict) else {"reason": str(reason or "denied")})
 
 
 class Socket:
@@ -172,8 +178,16 @@ class Socket:
             self._reply(channel.join_ref, msg.ref, topic, "ok", EMPTY)
             await self._close_channel(channel, ChannelEvent.LEAVE)
             return
+        payload = msg.payload
+        guard = self.endpoint.guard
+        if guard is not None:
+            verdict = await guard.push(self, topic, event, payload)
+            if not verdict.allowed:
+                self._reply(channel.join_ref, msg.ref, topic, "error", _reason(verdict))
+                return
+            payload = verdict.payload
         try:
-            reply = await channel.handle_in(event, msg.payload, msg.ref)
+            reply = await channel.handle_in(event, payload, msg.ref)
         except Exception:
             log.exception("channel crashed topic=%s event=%s", topic, event)
             await self.crash(channel)
@@ -213,8 +227,19 @@ class Socket:
             self._reply(msg.join_ref, msg.ref, topic, "error", TOO_MANY)
             return
         channel = cls(self, topic, msg.join_ref)
+        payload = msg.payload
+        guard = self.endpoint.guard
+        if guard is not None:
+            verdict = await guard.join(self, topic, payload)
+            if not verdict.allowed:
+                self._refuse(channel)
+                self._reply(msg.join_ref, msg.ref, topic, "error", _reason(verdict))
+                return
+            payload = verdict.payload
+            if verdict.assigns:
+                channel.assigns.update(verdict.assigns)
         try:
-            response = await channel.join(msg.payload)
+            response = await channel.join(payload)
             # Subscribed (held) before the reply: nothing published after an ok join
             # is missed, and nothing of this topic is written before the reply.
             await channel.subscribe()

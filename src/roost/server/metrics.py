@@ -94,6 +94,20 @@ class RoostCollector(Collector):
         )
         for name, doc, count in broker.counters():
             yield counter(name, doc, count)
+        hooks = ep.settings.get("hooks")
+        if hooks is not None:  # --hook-*: the backend's decisions
+            decided = CounterMetricFamily(
+                "roost_hook_decisions",
+                "Backend hook answers: allow, deny, or none (failed: the policy decided).",
+                labels=["node", "result"],
+            )
+            for result, value in (
+                ("allow", hooks.stats.allowed),
+                ("deny", hooks.stats.denied),
+                ("failed", hooks.stats.failed),
+            ):
+                decided.add_metric([node, result], value)
+            yield decided
 
 
 class Metrics:
