@@ -49,6 +49,7 @@ RANKS: dict[str, float] = {
     "publisher": 3,
     # every option of roost serve, with defaults read from where they are used
     "config": 4,
+    "terminal": 4,  # roost chat, the terminal chat (on the client)
     # what roost serve builds from its options (broker, application, aiohttp app)
     "assemble": 4.5,
     # the supervisor of roost serve --workers: starts nodes (server's sibling view, fd limit)

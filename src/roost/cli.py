@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket as pysocket
@@ -183,73 +182,12 @@ def _run(
 def chat(url: str, room: str, user: str | None, send_text: str | None) -> None:
     """A terminal chat: lines you type are sent; messages print as [user] body."""
     try:
-        code = asyncio.run(_chat(url, room, user, send_text))
+        from .terminal import run
+
+        code = asyncio.run(run(url, room, user, send_text))
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
-
-
-async def _chat(url: str, room: str, user: str | None, send_text: str | None) -> int:
-    from .client import Client, JoinRefused
-
-    params = {"user": user} if user else {}
-    client = Client(url, params)
-    try:
-        await client.connect()
-    except Exception as exc:
-        click.echo(f"cannot connect to {url}: {exc}", err=True)
-        return 1
-    channel = client.channel(f"rooms:{room}", {"user": user} if user else {})
-
-    def show(payload: Any) -> None:
-        click.echo(f"[{payload.get('user') or 'anonymous'}] {payload.get('body')}")
-
-    def entered(payload: Any) -> None:
-        click.echo(f"* {payload.get('user')} entered")
-
-    try:
-        if send_text is None:
-            channel.on("new:msg", show)
-            channel.on("user:entered", entered)
-        try:
-            joined = await channel.join()
-        except JoinRefused as exc:
-            click.echo(f"join refused: {exc.response}", err=True)
-            return 1
-        if send_text is not None:
-            reply = await channel.push("new:msg", {"body": send_text})
-            if not reply.ok:
-                click.echo(f"error: {reply.response}", err=True)
-                return 1
-            return 0
-        click.echo(f"joined rooms:{room} on node {joined.get('node')}; type and press Enter.")
-        await _pump_stdin(channel)
-        return 0
-    finally:
-        await client.close()
-
-
-async def _pump_stdin(channel: Any) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (ValueError, OSError):  # stdin is not a pipe/tty (e.g. a file): read it in a thread
-        for line in await asyncio.to_thread(sys.stdin.readlines):
-            await _send_line(channel, line)
-        return
-    while line_bytes := await reader.readline():
-        await _send_line(channel, line_bytes.decode(errors="replace"))
-
-
-async def _send_line(channel: Any, line: str) -> None:
-    text = line.strip()
-    if not text:
-        return
-    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-        reply = await channel.push("new:msg", {"body": text})
-        if not reply.ok:
-            click.echo(f"error: {reply.response.get('reason')}", err=True)
 
 
 @main.command("inspect")
