@@ -51,8 +51,8 @@ DEFAULT_WORKER_SOCKET = "reuseport" if sys.platform.startswith("linux") else "sh
 class ServeConfig:
     app: str = opt(
         "",
-        "--app",
-        "ROOST_APP",
+        "--application",
+        "ROOST_APPLICATION",
         "The application to serve, MODULE:NAME (a roost.Application, or a function returning "
         "one), also given as serve's argument [default: the chat].",
         show_default=False,
