@@ -39,9 +39,11 @@ import orjson
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from .brokers.redis import codec
+from .brokers.redis import codec, phoenix_codec
 from .brokers.redis.keys import Keys
 from .brokers.redis.sentinel import plain_pool
+from .protocol import elixir_inspect
+from .protocol.etf import EtfError
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 PING_EVERY = 5.0  # seconds of silence before the inspector pings Redis
@@ -60,6 +62,10 @@ class Options:
     max_payload: int = 400
     signing_key: bytes | None = None  # verify envelope HMACs (serve --redis-signing-key)
     connection: dict[str, Any] = field(default_factory=dict)  # e.g. ssl_ca_certs
+    #: "phoenix": read phoenix_pubsub_redis messages on ``phoenix_channel`` instead
+    #: (the article's redis_print: each Phoenix.Socket.Broadcast as IO.inspect shows it)
+    wire: str = "roost"
+    phoenix_channel: str = "phx:Elixir.Chat.PubSub.Adapter"
 
 
 class Fatal(Exception):
@@ -186,12 +192,14 @@ class Output:
             line.append(f"  gap: {gap} missed", "bold yellow")
         self._write_text(line)
 
-    def error(self, channel: str, data: bytes, reason: str) -> None:
+    def error(
+        self, channel: str, data: bytes, reason: str, wanted: str = "a roost envelope"
+    ) -> None:
         if self.opts.json:
             self._write_json(
                 {
                     "ts": now_ms(),
-                    "error": f"not a roost envelope: {reason}",
+                    "error": f"not {wanted}: {reason}",
                     "channel": channel,
                     "size": len(data),
                     "raw": _preview(data),
@@ -204,7 +212,7 @@ class Output:
         line.append(local_time(now_ms()), "dim")
         line.append("  ")
         line.append("ERROR", "bold red")
-        line.append(f"  {clean(channel)}: not a roost envelope ({reason}); ", "red")
+        line.append(f"  {clean(channel)}: not {wanted} ({reason}); ", "red")
         line.append(f"{len(data)} bytes: {_preview(data)}", "red")
         self._write_text(line)
 
@@ -225,6 +233,8 @@ class Inspector:
         self.out = output or Output(opts)
         self.global_channel = opts.keys.global_channel
         self.pattern = glob_escape(opts.keys.base) + ":t:*"
+        if opts.wire == "phoenix":
+            self.global_channel, self.pattern = opts.phoenix_channel, ""
         self.shown = 0
         self._ever_subscribed = False
         self._last_seq: dict[tuple[str, str], int] = {}
@@ -256,10 +266,12 @@ class Inspector:
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await conn.send_command("SUBSCRIBE", self.global_channel)
-                await conn.send_command("PSUBSCRIBE", self.pattern)
+                pending = {"subscribe"}
+                if self.pattern:
+                    await conn.send_command("PSUBSCRIBE", self.pattern)
+                    pending.add("psubscribe")
                 self._last_reply = time.monotonic()
                 pinger = asyncio.get_running_loop().create_task(self._pinger(conn))
-                pending = {"subscribe", "psubscribe"}
                 while not self.done:
                     reply = await conn.read_response(disconnect_on_error=True)
                     self._last_reply = time.monotonic()
@@ -275,7 +287,8 @@ class Inspector:
                             was = "re" if self._ever_subscribed else ""
                             self._ever_subscribed = True
                             status(
-                                f"{was}subscribed to {self.global_channel} and {self.pattern} "
+                                f"{was}subscribed to {self.global_channel}"
+                                f"{' and ' + self.pattern if self.pattern else ''} "
                                 f"at {safe_url(self.opts.url)} (Ctrl-C to stop)"
                             )
                             attempt = 0
@@ -330,6 +343,9 @@ class Inspector:
     def handle(self, channel: str, data: Any) -> None:
         if not isinstance(data, bytes):
             data = str(data).encode()
+        if self.opts.wire == "phoenix":
+            self._phoenix(channel, data)
+            return
         topic_hint = self.opts.keys.topic_of(channel)
         try:
             wire = codec.decode(data)
@@ -351,6 +367,29 @@ class Inspector:
             verified = codec.verify(self.opts.signing_key, wire)
         self.shown += 1
         self.out.broadcast(channel, wire, gap, verified)
+
+    def _phoenix(self, channel: str, data: bytes) -> None:
+        try:
+            msg = phoenix_codec.parse(data)
+            topic, event = msg.topic, None
+            found = phoenix_codec.broadcast_of(msg.message)
+        except EtfError as exc:
+            self.out.error(channel, data, str(exc), "a Phoenix message")
+            return
+        if found is not None:
+            topic, event, _ = found
+        if self.opts.topic is not None and not self._match_topic(topic):
+            return
+        if self.opts.event is not None and not fnmatch.fnmatchcase(event or "", self.opts.event):
+            return
+        self.shown += 1
+        if not self.opts.json:  # as redis_print: the message, then an empty line
+            self.out.file.write(elixir_inspect.inspect(msg.message) + "\n\n")
+            self.out.file.flush()
+            return
+        self.out._write_json(
+            {"ts": now_ms(), "channel": channel, **phoenix_codec.describe(msg, found)}
+        )
 
     def _match_topic(self, topic: str) -> bool:
         return self.opts.topic is not None and fnmatch.fnmatchcase(topic, self.opts.topic)
