@@ -230,7 +230,7 @@ class _Reader:
                 raise EtfError("bad bitstring")
             return BitBinary(bytes(self.take(n)), bits)
         if tag in _OPAQUE:
-            return Opaque(tag, self.opaque(tag, depth))
+            return Opaque(tag, self.opaque(tag))
         raise EtfError(f"unsupported term tag {tag}")
 
     def atom(self, tag: int) -> Any:
@@ -266,21 +266,19 @@ class _Reader:
                 raise EtfError("map key of a type this decoder cannot hash") from None
         return out
 
-    def opaque(self, tag: int, depth: int) -> bytes:
+    def opaque(self, tag: int) -> bytes:
         start = self.pos
+        words = 0
+        if tag == NEWER_REFERENCE:  # Len, Node, Creation, ID words
+            words = _U16.unpack(self.take(2))[0]
+            if words > 5:
+                raise EtfError("reference with too many words")
         node = self.u8()
         if node not in _ATOM_TAGS:
             raise EtfError("pid, port or reference without a node atom")
         self.atom(node)
-        if tag == NEWER_REFERENCE:
-            self.pos = start
-            n = _U16.unpack(self.take(2))[0]
-            if n > 5:
-                raise EtfError("reference with too many words")
-            self.atom(self.u8())
-            self.take(4 + 4 * n)
-        else:
-            self.take({NEW_PID: 12, PID: 9, NEW_PORT: 8, PORT: 5, V4_PORT: 12}[tag])
+        sizes = {NEW_PID: 12, PID: 9, NEW_PORT: 8, PORT: 5, V4_PORT: 12}
+        self.take(4 + 4 * words if tag == NEWER_REFERENCE else sizes[tag])
         return bytes(self.buf[start : self.pos])
 
 
