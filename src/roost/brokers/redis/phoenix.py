@@ -128,6 +128,10 @@ class PhoenixWireBroker(RedisBroker):
             self.stats.invalid += 1
             log.warning("dropped a message on %s: %s", self.phx_channel, exc)
             return
+        except Exception:  # a bug here must not cost the node its subscription
+            self.stats.invalid += 1
+            log.exception("dropped a message on %s", self.phx_channel)
+            return
         if env is None:
             self.skipped += 1
             return

@@ -27,6 +27,7 @@ Version 1 (phoenix_pubsub_redis 2.1.x, on Phoenix.PubSub 1.x; the article's), on
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +127,11 @@ def payload_of(term: Any) -> Encoded:
         return Encoded(term[1], True)
     if not isinstance(term, dict):
         raise WireError("a broadcast payload must be a map or {:binary, data}")
-    return Encoded(orjson.dumps(to_json(term)))
+    value = to_json(term)
+    try:
+        return Encoded(orjson.dumps(value))
+    except TypeError:  # an integer past 64 bits: JSON has it (Jason writes it), orjson not
+        return Encoded(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def to_json(term: Any) -> Any:
@@ -185,7 +190,10 @@ def broadcast_term(topic: str, event: str, payload: Encoded, atom_keys: bool = F
     if payload.binary:
         body: Any = (_BINARY, payload.data)
     else:
-        body = from_json(orjson.loads(payload.data), atom_keys)
+        try:
+            body = from_json(orjson.loads(payload.data), atom_keys)
+        except orjson.JSONDecodeError as exc:
+            raise WireError(f"payload is not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise WireError("Phoenix broadcasts carry a JSON object (or binary) payload")
     return {
