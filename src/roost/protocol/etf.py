@@ -118,7 +118,6 @@ class Limits:
 
 
 DEFAULT = Limits()
-_TRUE, _FALSE, _NIL = Atom("true"), Atom("false"), Atom("nil")
 
 
 # -- decoding ----------------------------------------------------------------------------
@@ -128,25 +127,25 @@ def decode(data: bytes, limits: Limits = DEFAULT) -> Any:
         raise EtfError(f"term of {len(data)} bytes is over the {limits.size} bytes allowed")
     if len(data) < 2 or data[0] != VERSION:
         raise EtfError("not an external term (no version byte 131)")
-    body = memoryview(data)[1:]
-    if body[0] == COMPRESSED:
-        body = memoryview(_inflate(body, limits))
-    reader = _Reader(body, limits)
+    buf, start = bytes(data), 1
+    if buf[1] == COMPRESSED:
+        buf, start = _inflate(buf, limits), 0
+    reader = _Reader(buf, start, limits)
     term = reader.term(0)
-    if reader.pos != len(body):
-        raise EtfError(f"{len(body) - reader.pos} trailing bytes after the term")
+    if reader.pos != len(buf):
+        raise EtfError(f"{len(buf) - reader.pos} trailing bytes after the term")
     return term
 
 
-def _inflate(body: memoryview, limits: Limits) -> bytes:
-    if len(body) < 5:
+def _inflate(data: bytes, limits: Limits) -> bytes:
+    if len(data) < 6:
         raise EtfError("truncated compressed term")
-    size = _U32.unpack_from(body, 1)[0]
+    size = _U32.unpack_from(data, 2)[0]
     if size > limits.size:
         raise EtfError(f"compressed term declares {size} bytes, over {limits.size}")
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(body[5:], size + 1)  # never more than declared (+1 to see)
+        out = inflater.decompress(data[6:], size + 1)  # never more than declared (+1 to see)
     except zlib.error as exc:
         raise EtfError(f"bad compressed term: {exc}") from None
     if len(out) != size or not inflater.eof or inflater.unused_data:
@@ -155,21 +154,27 @@ def _inflate(body: memoryview, limits: Limits) -> bytes:
 
 
 class _Reader:
-    __slots__ = ("atoms", "buf", "limits", "pos", "terms")
+    """One pass over the bytes; every length checked against what is left first."""
 
-    def __init__(self, buf: memoryview, limits: Limits) -> None:
-        self.buf, self.limits, self.pos, self.terms = buf, limits, 0, 0
+    __slots__ = ("atoms", "buf", "end", "limits", "pos", "terms")
+
+    def __init__(self, buf: bytes, pos: int, limits: Limits) -> None:
+        self.buf, self.pos, self.end, self.limits, self.terms = buf, pos, len(buf), limits, 0
         self.atoms: dict[bytes, Any] = {}
 
-    def take(self, n: int) -> memoryview:
+    def take(self, n: int) -> bytes:
         pos = self.pos
-        if n > len(self.buf) - pos:
+        if n > self.end - pos:
             raise EtfError("truncated term")
         self.pos = pos + n
         return self.buf[pos : pos + n]
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        if pos >= self.end:
+            raise EtfError("truncated term")
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def u32(self) -> int:
         value: int = _U32.unpack(self.take(4))[0]
@@ -177,7 +182,7 @@ class _Reader:
 
     def count(self, n: int, each: int) -> int:
         """``n`` elements of at least ``each`` bytes must fit in what is left."""
-        if n * each > len(self.buf) - self.pos:
+        if n * each > self.end - self.pos:
             raise EtfError(f"length {n} is longer than the bytes left")
         self.terms += n
         if self.terms > self.limits.terms:
@@ -186,6 +191,17 @@ class _Reader:
 
     def term(self, depth: int) -> Any:
         tag = self.u8()
+        if tag == BINARY:
+            return self.take(self.u32())
+        if tag == SMALL_ATOM_UTF8:
+            pos = self.pos
+            found = self.atoms.get(
+                self.buf[pos : pos + 1 + self.buf[pos]] if pos < self.end else b""
+            )
+            if found is not None:  # seen in this term: the common case (map keys)
+                self.pos = pos + 1 + self.buf[pos]
+                return found
+            return self.atom(tag)
         if tag == SMALL_INTEGER:
             return self.u8()
         if tag == INTEGER:
@@ -193,8 +209,6 @@ class _Reader:
             return value
         if tag in _ATOM_TAGS:
             return self.atom(tag)
-        if tag == BINARY:
-            return bytes(self.take(self.u32()))
         if tag == NEW_FLOAT:
             number: float = _DOUBLE.unpack(self.take(8))[0]
             if not math.isfinite(number):
@@ -213,7 +227,7 @@ class _Reader:
             return items if tail == [] else ImproperList(tuple(items), tail)
         if tag in (SMALL_TUPLE, LARGE_TUPLE):
             n = self.count(self.u8() if tag == SMALL_TUPLE else self.u32(), 1)
-            return tuple(self.term(depth + 1) for _ in range(n))
+            return tuple([self.term(depth + 1) for _ in range(n)])
         if tag == MAP:
             return self.map(self.count(self.u32(), 2), depth)
         if tag in (SMALL_BIG, LARGE_BIG):
@@ -224,19 +238,21 @@ class _Reader:
             magnitude = int.from_bytes(self.take(n), "little")
             return -magnitude if sign else magnitude
         if tag == BIT_BINARY:
-            n, bits = self.u32(), 0
+            n = self.u32()
             bits = self.u8()
             if not 1 <= bits <= 8 or n == 0:
                 raise EtfError("bad bitstring")
-            return BitBinary(bytes(self.take(n)), bits)
+            return BitBinary(self.take(n), bits)
         if tag in _OPAQUE:
             return Opaque(tag, self.opaque(tag))
         raise EtfError(f"unsupported term tag {tag}")
 
     def atom(self, tag: int) -> Any:
-        n = self.u8() if tag in (SMALL_ATOM, SMALL_ATOM_UTF8) else _U16.unpack(self.take(2))[0]
-        raw = bytes(self.take(n))
-        found = self.atoms.get(raw)
+        small = tag in (SMALL_ATOM, SMALL_ATOM_UTF8)
+        n = self.u8() if small else _U16.unpack(self.take(2))[0]
+        raw = self.take(n)
+        key = (bytes([n]) + raw) if tag == SMALL_ATOM_UTF8 else bytes([tag]) + raw
+        found = self.atoms.get(key)
         if found is not None:
             return found
         if len(self.atoms) >= self.limits.atoms:
@@ -250,7 +266,7 @@ class _Reader:
         value: Any = Atom(name)
         if name in ("true", "false", "nil"):
             value = {"true": True, "false": False, "nil": None}[name]
-        self.atoms[raw] = value
+        self.atoms[key] = value
         return value
 
     def map(self, n: int, depth: int) -> dict[Any, Any]:
@@ -279,7 +295,7 @@ class _Reader:
         self.atom(node)
         sizes = {NEW_PID: 12, PID: 9, NEW_PORT: 8, PORT: 5, V4_PORT: 12}
         self.take(4 + 4 * words if tag == NEWER_REFERENCE else sizes[tag])
-        return bytes(self.buf[start : self.pos])
+        return self.buf[start : self.pos]
 
 
 # -- encoding ----------------------------------------------------------------------------
