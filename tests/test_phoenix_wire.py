@@ -326,6 +326,29 @@ def test_inspect_prints_what_the_articles_redis_print_prints(
             proc.kill()
             proc.wait()
     assert out == ARTICLE
+    # --json, and an error line for bytes that are not a message.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roost", "inspect", "--wire", "phoenix", "--redis",
+         redis_server.url, "--json", "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "subscribed" in proc.stderr.readline()
+        publish(redis_server.port, CHANNEL, '<<"junk">>', tmp_path)
+        payload = '#{body => <<"hi">>, n => 1}'
+        publish(redis_server.port, CHANNEL, message("n1", "rooms:a", "new:msg", payload), tmp_path)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    error, shown = (json.loads(line) for line in out.splitlines())
+    assert error["error"].startswith("not a Phoenix message")
+    assert shown["vsn"] == 3 and shown["mode"] == "except" and shown["node"] == "n1"
+    assert (shown["topic"], shown["event"]) == ("rooms:a", "new:msg")
+    assert shown["payload"] == {"body": "hi", "n": 1}
+    assert shown["dispatcher"] == "Phoenix.Channel.Server"
 
 
 async def test_the_articles_2_1_messages_are_read_too(

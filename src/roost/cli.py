@@ -333,9 +333,12 @@ def inspect_command(
         max_payload,
         signing_key=redis_signing_key.encode() or None,
         connection={k: v for k, v in tls.items() if v},
-        wire=redis_wire,
         phoenix_channel=phoenix_channel or channel_for(phoenix_pubsub),
     )
+    if redis_wire == "phoenix":
+        from .inspect_phoenix import PhoenixInspector
+
+        sys.exit(run(opts, PhoenixInspector))
     sys.exit(run(opts))
 
 

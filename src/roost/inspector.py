@@ -39,11 +39,9 @@ import orjson
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from .brokers.redis import codec, phoenix_codec
+from .brokers.redis import codec
 from .brokers.redis.keys import Keys
 from .brokers.redis.sentinel import plain_pool
-from .protocol import elixir_inspect
-from .protocol.etf import EtfError
 
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
 PING_EVERY = 5.0  # seconds of silence before the inspector pings Redis
@@ -62,9 +60,7 @@ class Options:
     max_payload: int = 400
     signing_key: bytes | None = None  # verify envelope HMACs (serve --redis-signing-key)
     connection: dict[str, Any] = field(default_factory=dict)  # e.g. ssl_ca_certs
-    #: "phoenix": read phoenix_pubsub_redis messages on ``phoenix_channel`` instead
-    #: (the article's redis_print: each Phoenix.Socket.Broadcast as IO.inspect shows it)
-    wire: str = "roost"
+    #: The Phoenix channel ``inspect_phoenix.PhoenixInspector`` reads.
     phoenix_channel: str = "phx:Elixir.Chat.PubSub.Adapter"
 
 
@@ -233,8 +229,6 @@ class Inspector:
         self.out = output or Output(opts)
         self.global_channel = opts.keys.global_channel
         self.pattern = glob_escape(opts.keys.base) + ":t:*"
-        if opts.wire == "phoenix":
-            self.global_channel, self.pattern = opts.phoenix_channel, ""
         self.shown = 0
         self._ever_subscribed = False
         self._last_seq: dict[tuple[str, str], int] = {}
@@ -343,9 +337,6 @@ class Inspector:
     def handle(self, channel: str, data: Any) -> None:
         if not isinstance(data, bytes):
             data = str(data).encode()
-        if self.opts.wire == "phoenix":
-            self._phoenix(channel, data)
-            return
         topic_hint = self.opts.keys.topic_of(channel)
         try:
             wire = codec.decode(data)
@@ -368,29 +359,6 @@ class Inspector:
         self.shown += 1
         self.out.broadcast(channel, wire, gap, verified)
 
-    def _phoenix(self, channel: str, data: bytes) -> None:
-        try:
-            msg = phoenix_codec.parse(data)
-            topic, event = msg.topic, None
-            found = phoenix_codec.broadcast_of(msg.message)
-        except EtfError as exc:
-            self.out.error(channel, data, str(exc), "a Phoenix message")
-            return
-        if found is not None:
-            topic, event, _ = found
-        if self.opts.topic is not None and not self._match_topic(topic):
-            return
-        if self.opts.event is not None and not fnmatch.fnmatchcase(event or "", self.opts.event):
-            return
-        self.shown += 1
-        if not self.opts.json:  # as redis_print: the message, then an empty line
-            self.out.file.write(elixir_inspect.inspect(msg.message) + "\n\n")
-            self.out.file.flush()
-            return
-        self.out._write_json(
-            {"ts": now_ms(), "channel": channel, **phoenix_codec.describe(msg, found)}
-        )
-
     def _match_topic(self, topic: str) -> bool:
         return self.opts.topic is not None and fnmatch.fnmatchcase(topic, self.opts.topic)
 
@@ -411,8 +379,8 @@ def safe_url(url: str) -> str:
     return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
 
 
-async def _main(opts: Options) -> None:
-    inspector = Inspector(opts)
+async def _main(opts: Options, kind: type[Inspector]) -> None:
+    inspector = kind(opts)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
@@ -422,10 +390,10 @@ async def _main(opts: Options) -> None:
         await inspector.run()
 
 
-def run(opts: Options) -> int:
+def run(opts: Options, kind: type[Inspector] = Inspector) -> int:
     """Run the inspector; returns the process exit code."""
     try:
-        asyncio.run(_main(opts))
+        asyncio.run(_main(opts, kind))
     except KeyboardInterrupt:
         return 0
     except Fatal as exc:
