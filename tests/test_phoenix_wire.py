@@ -86,8 +86,14 @@ async def test_an_erlang_broadcast_reaches_browsers_on_roost(
     nodes: Any, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
     (n1,) = nodes("n1")
-    client, _, got = await joined(n1.ws_url, "rooms:lobby", "al")
+    client, ch, got = await joined(n1.ws_url, "rooms:lobby", "al")
+    blobs: list[Any] = []
+    ch.on("blob", blobs.append)
     try:
+        # {:binary, data}: a binary broadcast frame, as Phoenix's V2 serializer sends it.
+        binary = message("phx1", "rooms:lobby", "blob", "{binary, <<0, 1, 2, 255>>}")
+        publish(redis_server.port, CHANNEL, binary, tmp_path)
+        await until(lambda: blobs == [b"\x00\x01\x02\xff"], what="the binary broadcast")
         atoms = '#{body => <<"hello from u1">>, user => <<"u1">>}'
         publish(
             redis_server.port, CHANNEL, message("phx1", "rooms:lobby", "new:msg", atoms), tmp_path
