@@ -231,6 +231,8 @@ async def test_roost_publish_pushes_into_phoenix_channels(
     await roost.publish_async(redis_server.url, "rooms:bin", "blob", b"\x00\x01\x02\xff", **common)
     out = listener.result()
     assert out.count("match") == 4, out
+    with pytest.raises(ValueError, match="JSON object"):
+        await roost.publish_async(redis_server.url, "rooms:ops", "x", [1, 2], **common)
     with pytest.raises(ValueError, match="no history"):
         await roost.publish_async(redis_server.url, "rooms:ops", "x", {}, store=True, **common)
     # The CLI equivalent.

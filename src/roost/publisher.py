@@ -39,6 +39,7 @@ from .brokers.redis.connection import RedisConnection
 from .brokers.redis.history import PUBLISH_STORED
 from .brokers.redis.keys import Keys
 from .protocol import Encoded
+from .protocol.etf import EtfError
 from .pubsub import Envelope, HistoryPolicy
 
 _SEQ = itertools.count(1)
@@ -70,10 +71,13 @@ async def publish_async(
         if store or signing_key is not None:
             raise ValueError("Phoenix's wire has no history and no signature")
         channel = phoenix_channel or phoenix_codec.channel_for(phoenix_pubsub)
-        data = phoenix_codec.encode_broadcast(
-            node or NODE, topic, event, Encoded.of(payload),
-            compressed=compressed, atom_keys=atom_keys,
-        )  # fmt: skip
+        try:
+            data = phoenix_codec.encode_broadcast(
+                node or NODE, topic, event, Encoded.of(payload),
+                compressed=compressed, atom_keys=atom_keys,
+            )  # fmt: skip
+        except EtfError as exc:  # a payload Phoenix cannot take (not a JSON object)
+            raise ValueError(str(exc)) from None
         await _publish_raw(redis_url, client, channel, data)
         return None
     if wire != "roost":
