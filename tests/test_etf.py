@@ -106,18 +106,19 @@ def test_python_decodes_what_erlang_encodes(tmp_path: Path, options: str) -> Non
     # Also a pid, a reference and a port: kept opaque, re-encoded byte for byte.
     writes.append(
         f'ok = file:write_file("{tmp_path}/opaque.bin", '
-        "term_to_binary({self(), make_ref(), hd(erlang:ports())}, " + options + ")), "
+        "term_to_binary({self(), make_ref(), hd(erlang:ports()), fun(X) -> {X, self()} end, "
+        "fun lists:seq/2}, " + options + ")), "
         f'ok = file:write_file("{tmp_path}/charlist.bin", term_to_binary("abc", {options}))'
     )
     erl(", ".join(writes))
     for i, (term, _) in enumerate(CASES):
         data = (tmp_path / f"{i}.bin").read_bytes()
         assert etf.decode(data) == term, (i, term)
-    pid, ref, port = etf.decode((tmp_path / "opaque.bin").read_bytes())
-    assert [pid.kind, ref.kind, port.kind] == ["PID", "Reference", "Port"]
+    opaque = etf.decode((tmp_path / "opaque.bin").read_bytes())
+    assert [o.kind for o in opaque] == ["PID", "Reference", "Port", "Function", "Function"]
     raw = (tmp_path / "opaque.bin").read_bytes()
     if options != "[compressed]":
-        assert etf.encode((pid, ref, port)) == raw
+        assert etf.encode(opaque) == raw
     assert etf.decode((tmp_path / "charlist.bin").read_bytes()) == [97, 98, 99]
 
 
@@ -146,7 +147,9 @@ def _nested(depth: int) -> bytes:
         (b"\x84a\x01", "version"),
         (b"\x83", "version"),
         (b"\x83\xff", "unsupported term tag 255"),
-        (b"\x83q" + b"\x00" * 20, "unsupported term tag 113"),  # EXPORT_EXT: funs are refused
+        (b"\x83R\x00", "unsupported term tag 82"),  # ATOM_CACHE_REF: distribution only
+        (b"\x83p\x00\x00\x00\x02", "bad fun size"),
+        (b"\x83qa\x01a\x02a\x03", "bad external fun"),
         (b"\x83a", "truncated"),
         (b"\x83a\x01\x02", "trailing"),
         (b"\x83m\xff\xff\xff\xff" + b"x" * 10, "truncated"),

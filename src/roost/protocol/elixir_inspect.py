@@ -80,7 +80,7 @@ def _atom_key(key: Any) -> str | None:
 
 
 def order(term: Any) -> tuple[Any, ...]:
-    """Erlang's term order: number < atom < reference < port < pid < tuple < map <
+    """Erlang's term order: number < atom < reference < fun < port < pid < tuple < map <
     list < bitstring (enough of it to sort a map's keys as Erlang does)."""
     if isinstance(term, bool) or term is None:
         return (1, {None: "nil", True: "true", False: "false"}[term])
@@ -89,7 +89,7 @@ def order(term: Any) -> tuple[Any, ...]:
     if isinstance(term, Atom):
         return (1, term.name)
     if isinstance(term, Opaque):
-        return ({"Reference": 2, "Port": 3, "PID": 4}[term.kind], term.raw)
+        return ({"Reference": 2, "Function": 2.5, "Port": 3, "PID": 4}[term.kind], term.raw)
     if isinstance(term, tuple):
         return (5, len(term), tuple(order(t) for t in term))
     if isinstance(term, dict):

@@ -21,7 +21,7 @@ Python mapping, both ways::
     tuple                     tuple
     map                       dict (keys must be hashable: no list or map keys)
     bitstring                 BitBinary(data, bits)
-    pid, port, reference      Opaque(tag, raw bytes) — kept, re-encoded as read
+    pid, port, reference, fun Opaque(tag, raw bytes) — kept, re-encoded as read
 
 ``undefined`` stays ``Atom("undefined")``; Elixir's ``nil`` is Python's None.
 """
@@ -61,8 +61,10 @@ MAP = 116
 ATOM_UTF8 = 118
 SMALL_ATOM_UTF8 = 119
 V4_PORT = 120
+NEW_FUN = 112
+EXPORT = 113
 
-_OPAQUE = (NEW_PID, PID, NEW_PORT, PORT, V4_PORT, NEWER_REFERENCE)
+_OPAQUE = (NEW_PID, PID, NEW_PORT, PORT, V4_PORT, NEWER_REFERENCE, NEW_FUN, EXPORT)
 _ATOM_TAGS = (ATOM, SMALL_ATOM, ATOM_UTF8, SMALL_ATOM_UTF8)
 _DOUBLE = struct.Struct(">d")
 _I32 = struct.Struct(">i")
@@ -96,7 +98,8 @@ class BitBinary:
 
 @dataclass(frozen=True, slots=True)
 class Opaque:
-    """A pid, port or reference: meaningless outside its node, kept byte for byte."""
+    """A pid, port, reference or fun: meaningless outside its node (a fun's code lives
+    there), kept byte for byte; a fun's insides are not read."""
 
     tag: int
     raw: bytes  # everything after the tag
@@ -105,6 +108,8 @@ class Opaque:
     def kind(self) -> str:
         if self.tag in (NEW_PID, PID):
             return "PID"
+        if self.tag in (NEW_FUN, EXPORT):
+            return "Function"
         return "Reference" if self.tag == NEWER_REFERENCE else "Port"
 
 
@@ -284,6 +289,19 @@ class _Reader:
 
     def opaque(self, tag: int) -> bytes:
         start = self.pos
+        if tag == NEW_FUN:  # Size (counting itself), then what only its node can use
+            size = self.u32()
+            if size < 4:
+                raise EtfError("bad fun size")
+            self.take(size - 4)
+            return self.buf[start : self.pos]
+        if tag == EXPORT:  # fun Module:Function/Arity
+            module, function, arity = (self.term(self.limits.depth - 1) for _ in range(3))
+            if not (isinstance(module, Atom) and isinstance(function, Atom)):
+                raise EtfError("bad external fun")
+            if not isinstance(arity, int) or isinstance(arity, bool):
+                raise EtfError("bad external fun")
+            return self.buf[start : self.pos]
         words = 0
         if tag == NEWER_REFERENCE:  # Len, Node, Creation, ID words
             words = _U16.unpack(self.take(2))[0]

@@ -126,7 +126,13 @@ class PhoenixWireBroker(RedisBroker):
             env = wire.envelope_of(msg)
         except EtfError as exc:
             self.stats.invalid += 1
-            log.warning("dropped a message on %s: %s", self.phx_channel, exc)
+            if self.stats.invalid % 1000 == 1:  # the 1st, 1001st, ...: an app may send many
+                log.warning(
+                    "dropped a message on %s (%d so far): %s",
+                    self.phx_channel,
+                    self.stats.invalid,
+                    exc,
+                )
             return
         except Exception:  # a bug here must not cost the node its subscription
             self.stats.invalid += 1
