@@ -113,8 +113,8 @@ class ServeConfig:
         "--redis-wire",
         "ROOST_REDIS_WIRE",
         "roost: roost's own envelopes; phoenix: phoenix_pubsub_redis 3.x messages on "
-        "phx:Elixir.<--phoenix-pubsub>.Adapter, shared with Phoenix nodes (README: "
-        "'Running beside Phoenix').",
+        "phx:Elixir.<--phoenix-pubsub>.Adapter, shared with Phoenix nodes, one channel for "
+        "every topic (--pubsub-mode does not apply; README: 'Running beside Phoenix').",
         choices=("roost", "phoenix"),
     )
     phoenix_pubsub: str = opt(
