@@ -168,18 +168,20 @@ def token(user: str, ttl: float, rooms: str, secret: str) -> None:
         raise click.UsageError(str(exc)) from None
 
 
-def _run(app: Any, host: str, port: int) -> None:
-    from aiohttp import web
+def _run(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    sock: pysocket.socket | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT: WebSocket upgrades on the lean path, the rest by aiohttp
+    (server/front.py). ``reuse_port`` binds with SO_REUSEPORT; ``sock`` serves an inherited
+    listening socket instead of binding."""
+    from .server.run import run
 
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=3.0,
-    )
+    run(app, host, port, reuse_port=reuse_port, sock=sock)
 
 
 @main.command()

@@ -1,4 +1,10 @@
-"""``GET /socket/websocket``: the Phoenix WebSocket transport on aiohttp."""
+"""``GET /socket/websocket`` on aiohttp: the upgrades the front listener leaves to aiohttp.
+
+``roost serve`` answers WebSocket upgrades itself (front.py, wsconn.py); this route serves
+an upgrade on a keep-alive connection that began with another request, a head the
+front does not parse, and in-process tests. Both paths share the token, admission and
+message handling (``subprotocol_token``, ``admit``, ``handle_one``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..channels import CloseSocket, Socket
+from ..channels import Socket
 from ..protocol import BINARY, TEXT
-from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
+from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_TOO_BIG
 from .admission import ENDPOINT_KEY, admit, client_of
+from .wsconn import handle_one
 from .wswire import WS_KINDS, Flusher, WsWire
 
 log = logging.getLogger("roost.websocket")
@@ -96,15 +103,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 break
             else:  # CLOSE, CLOSING, CLOSED
                 break
-            try:
-                await socket.handle(opcode, data)
-            except CloseSocket as exc:
-                log.info("closing socket code=%d: %s", exc.code, exc.reason)
-                wire.close(exc.code, exc.reason[:100])
-                break
-            except Exception:
-                log.exception("socket handler failed")
-                wire.close(CLOSE_INTERNAL, "internal error")
+            if not await handle_one(socket, wire, opcode, data):
                 break
     finally:
         idle.cancel()
