@@ -35,8 +35,8 @@ from aiohttp.tcp_helpers import tcp_nodelay
 from ..channels import Endpoint, Socket
 from .admission import ENDPOINT_KEY, admit, client_of
 from .handshake import (
-    Head,
     HandshakeRequest,
+    Head,
     check_key,
     is_upgrade,
     parse_head,
@@ -84,7 +84,7 @@ class Front(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        tcp_nodelay(transport, True)
+        tcp_nodelay(transport, True)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(self.ctx.head_timeout, self._too_slow)
 
@@ -178,7 +178,7 @@ class Front(asyncio.Protocol):
         stats = endpoint.stats
         wire = WsWire(WS_KINDS[serializer.vsn], transport, limits.max_buffer, stats, ctx.flusher)
         stats.connections_total += 1
-        socket = Socket(endpoint, wire, assigns, client_of(request))  # type: ignore[arg-type]
+        socket = Socket(endpoint, wire, assigns, client_of(request))
         endpoint.sockets.add(socket)
         conn = WsConn(socket, wire, ctx.wheel, limits.max_frame)
         transport.write(switching(accept, has_phoenix))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..channels import CloseSocket, Socket
 from ..protocol.close import CLOSE_INTERNAL, CLOSE_NORMAL
-from ..protocol.wsread import CLOSE, ERROR, MESSAGE, PING, WsReader, pong
+from ..protocol.wsread import CLOSE, MESSAGE, PING, WsReader, pong
 
 if TYPE_CHECKING:
     from .idle import IdleWheel
@@ -134,7 +134,7 @@ class WsConn(WsReader, asyncio.Protocol):
         self.done = True
         self.wire.closed = True
         self.wheel.remove(self)
-        self.socket.endpoint.sockets.discard(self.socket)
+        self.socket.endpoint.sockets.discard(self.socket)  # type: ignore[attr-defined]
         if self.task is None:  # else the handling task closes the Socket when it ends
             task = asyncio.get_running_loop().create_task(self._close_socket())
             _TASKS.add(task)
