@@ -125,6 +125,7 @@ async def test_idle_socket_is_closed(local_server: Any) -> None:
 def test_heartbeats_keep_socket_alive() -> None:
     """The idle timer against a clock the test moves (no sleeping): frames push the
     deadline on; silence past it closes with 1001."""
+    from roost.server.idle import IdleWheel
     from roost.server.websocket import IdleTimer
 
     class Loop:
@@ -135,8 +136,8 @@ def test_heartbeats_keep_socket_alive() -> None:
         def time(self) -> float:
             return self.now
 
-        def call_at(self, when: float, callback: Any) -> Any:
-            self.timers.append((when, callback))
+        def call_at(self, when: float, callback: Any, *args: Any) -> Any:
+            self.timers.append((when, lambda: callback(*args)))
             return type("Handle", (), {"cancel": lambda self: None})()
 
         def run_until(self, t: float) -> None:
@@ -153,12 +154,15 @@ def test_heartbeats_keep_socket_alive() -> None:
             self.closed = (code, reason)
 
     loop, wire = Loop(), Wire()
-    timer = IdleTimer(wire, 0.4, loop)
+    wheel = IdleWheel(0.4, loop)  # ticks of 0.1 s
+    timer = IdleTimer(wire, wheel)
     for i in range(1, 7):  # a heartbeat every 0.15 s for 0.9 s: past the timeout, alive
         loop.run_until(0.15 * i)
         timer.touch()
     assert wire.closed is None
-    loop.run_until(0.9 + 0.4)  # then silence
+    loop.run_until(0.9 + 0.4 - 0.05)  # then silence: not yet
+    assert wire.closed is None
+    loop.run_until(0.9 + 0.4 + 0.1)  # closed within a tick of the deadline
     assert wire.closed == (1001, "idle timeout")
 
 

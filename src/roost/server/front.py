@@ -44,7 +44,7 @@ from .handshake import (
     response,
     switching,
 )
-from .idle import IdleWheel
+from .idle import IDLE_KEY, IdleWheel
 from .websocket import FLUSHER_KEY, BadToken, subprotocol_token
 from .wsconn import WsConn
 from .wswire import WS_KINDS, Flusher, WsWire
@@ -69,7 +69,7 @@ class FrontContext:
         self.flusher: Flusher = app[FLUSHER_KEY]
         self.prefix = b"GET " + app[WS_PATH_KEY].encode()
         self.head_timeout = head_timeout
-        self.wheel = IdleWheel(self.endpoint.limits.idle_timeout)
+        self.wheel: IdleWheel = app[IDLE_KEY]
 
 
 class Front(asyncio.Protocol):

@@ -10,7 +10,8 @@ and at rest the loop wakes at most once a tick. A close happens up to one tick
 (``timeout / 4``, at most 1 s) after the deadline.
 
 ``loop`` (anything with ``time()`` and ``call_at()``) is the running loop unless a
-test passes its own clock.
+test passes its own clock. Both WebSocket paths (``wsconn.WsConn`` and the aiohttp
+route's ``websocket.IdleTimer``) use the app's one wheel (``IDLE_KEY``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import math
 from typing import Any, Protocol
+
+from aiohttp import web
 
 from ..protocol.close import CLOSE_GOING_AWAY
 
@@ -31,14 +34,24 @@ class Idler(Protocol):
     def idle_close(self, code: int, reason: str) -> None: ...
 
 
+IDLE_KEY: web.AppKey[IdleWheel] = web.AppKey("idle_wheel")
+
+
 class IdleWheel:
-    __slots__ = ("buckets", "loop", "step", "timeout")
+    __slots__ = ("_loop", "buckets", "step", "timeout")
 
     def __init__(self, timeout: float, loop: Any = None) -> None:
-        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self._loop = loop
         self.timeout = timeout
         self.step = min(1.0, timeout / 4) if timeout > 0 else 1.0
         self.buckets: dict[int, set[Any]] = {}
+
+    @property
+    def loop(self) -> Any:
+        """The clock: the loop running when first asked (or the test's)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def add(self, conn: Idler) -> None:
         """Start watching ``conn`` from now (sets ``conn.last``)."""
