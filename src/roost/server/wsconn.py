@@ -38,6 +38,7 @@ log = logging.getLogger("roost.websocket")
 MAX_QUEUED = 32  # messages waiting for the handler before reading pauses
 _TASKS: set[asyncio.Task[None]] = set()  # running handler tasks, referenced until done
 _STOP = -1  # a queued close/error: (``_STOP``, (code, reason))
+_PONG = -2  # a queued pong: (``_PONG``, payload)
 
 
 async def handle_one(socket: Socket, wire: WsWire, opcode: int, data: Any) -> bool:
@@ -80,8 +81,11 @@ class WsConn(WsReader, asyncio.Protocol):
             if kind == MESSAGE:
                 self.last = self.wheel.loop.time()
                 self._queue(code, payload)
-            elif kind == PING:
-                self.wire.write(pong(payload))  # type: ignore[arg-type]
+            elif kind == PING:  # answered in order with the messages before it
+                if self.queue is None:
+                    self.wire.write(pong(payload))  # type: ignore[arg-type]
+                else:
+                    self._queue(_PONG, payload)
             else:
                 self.last = self.wheel.loop.time()
                 if kind == CLOSE:
@@ -112,7 +116,10 @@ class WsConn(WsReader, asyncio.Protocol):
                 opcode, data = queue.popleft()
                 if len(queue) == MAX_QUEUED - 1 and not self.lost:
                     wire.transport.resume_reading()
-                if opcode == _STOP:
+                if opcode < 0:
+                    if opcode == _PONG:
+                        wire.write(pong(data))
+                        continue
                     wire.close(*data)
                     break
                 if not await handle_one(socket, wire, opcode, data):
