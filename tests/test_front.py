@@ -317,3 +317,19 @@ async def test_reset_with_socket_option(local_server: Any) -> None:
     raw.close()
     await wait_for(lambda: len(server.endpoint.sockets) == 0)
     await wait_for(lambda: server.endpoint.pubsub.subscribers("rooms:lobby") == 0)
+
+
+async def test_an_idle_joined_connection_has_no_task(local_server: Any) -> None:
+    """The lean path keeps no task per idle connection: one runs only while messages wait."""
+    from roost.server.wsconn import WsConn
+
+    server = await local_server()
+    c = await RawClient.open(server.port)
+    await c.upgrade()
+    assert (await joined(c))[4]["status"] == "ok"
+    (sock,) = list(server.endpoint.sockets)
+    conn = sock.wire.transport.get_protocol()
+    assert isinstance(conn, WsConn)
+    await wait_for(lambda: conn.task is None)
+    assert conn.queue is None and conn.buf is None
+    c.close()

@@ -158,3 +158,8 @@ def test_idle_reader_keeps_no_buffer() -> None:
     assert r.buf is not None
     r.feed(frame(1, b"abc")[3:])
     assert r.buf is None and r.frags is None
+
+
+def test_max_size_zero_is_no_limit() -> None:
+    """As aiohttp's ``max_msg_size=0`` (``--max-frame 0``)."""
+    assert WsReader(0).feed(frame(2, b"x" * 70_000)) == [(MESSAGE, 2, b"x" * 70_000)]

@@ -41,6 +41,7 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
+NO_LIMIT = 1 << 63
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -68,12 +69,13 @@ def pong(payload: bytes) -> bytes:
 
 
 class WsReader:
-    """Client frames in, events out. ``max_size``: the largest message (bytes)."""
+    """Client frames in, events out. ``max_size``: the largest message (bytes; 0: no limit,
+    as aiohttp's ``max_msg_size=0``)."""
 
     __slots__ = ("buf", "done", "frags", "max_size")
 
     def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
+        self.max_size = max_size if max_size > 0 else NO_LIMIT
         self.buf: bytes | None = None  # bytes not yet a whole frame
         self.frags: list[bytes] | None = None  # a fragmented message: opcode byte, parts...
         self.done = False

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.tcp_helpers import tcp_nodelay
 
 from ..channels import Endpoint, Socket
+from ..protocol.close import CLOSE_RESTART
 from .admission import ENDPOINT_KEY, admit, client_of
 from .handshake import (
     HandshakeRequest,
@@ -183,6 +184,9 @@ class Front(asyncio.Protocol):
         conn = WsConn(socket, wire, ctx.wheel, limits.max_frame)
         transport.write(switching(accept, has_phoenix))
         transport.set_protocol(conn)
+        if endpoint.draining:  # upgraded after the drain began: the drain's close, at once
+            wire.close(CLOSE_RESTART, "server restart")
+            return
         rest, self.buf = self.buf, b""
         if len(rest) > MAX_HEAD:
             transport.resume_reading()
