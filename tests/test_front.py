@@ -218,6 +218,21 @@ async def test_every_refusal_is_the_same_on_both_paths(local_server: Any, name: 
         assert lean[1] is not None and int(lean[1]) >= 1
 
 
+@pytest.mark.parametrize("lean", [True, False])
+async def test_a_connect_hook_that_raises_is_500(local_server: Any, lean: bool) -> None:
+    ep = endpoint()
+
+    def connect(params: dict[str, str], info: dict[str, Any]) -> Any:
+        raise RuntimeError("hook bug")
+
+    ep.connect = connect
+    server = await local_server(ep, lean=lean)
+    c = await RawClient.open(server.port)
+    c.send(upgrade_request())
+    assert (await c.response())[0] == 500
+    c.close()
+
+
 @pytest.mark.parametrize("key", ["abc", "", "dG9vIHNob3J0"])
 async def test_bad_key_is_400(local_server: Any, key: str) -> None:
     server = await local_server()

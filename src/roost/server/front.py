@@ -118,7 +118,7 @@ class Front(asyncio.Protocol):
             return
         self._stop_timer()
         self.buf = buf[end + 4 :]
-        task = asyncio.get_running_loop().create_task(self._upgrade(head))
+        task = asyncio.get_running_loop().create_task(self._guarded(head))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 
@@ -151,6 +151,14 @@ class Front(asyncio.Protocol):
         buf, self.buf = self.buf, b""
         if buf:
             handler.data_received(buf)
+
+    async def _guarded(self, head: Head) -> None:
+        """The upgrade; a bug or a raising connect hook is a 500, as on aiohttp's route."""
+        try:
+            await self._upgrade(head)
+        except Exception:
+            log.exception("WebSocket upgrade failed")
+            self._answer(response(500, "internal error\n"))
 
     async def _upgrade(self, head: Head) -> None:
         transport = self.transport
