@@ -115,8 +115,10 @@ async def test_handler_crash_errors_the_channel_not_the_socket(
     await ws.close()
 
 
-async def test_idle_socket_is_closed(local_server: Any) -> None:
-    server = await local_server(idle_timeout=0.3)
+@pytest.mark.parametrize("lean", [True, False])
+async def test_idle_socket_is_closed(local_server: Any, lean: bool) -> None:
+    """On both WebSocket paths (the front's WsConn, aiohttp's route): one idle wheel."""
+    server = await local_server(lean=lean, idle_timeout=0.3)
     ws = await RawSocket.connect(server.ws_url)
     assert await ws.expect_closed() == 1001
     await ws.close()
