@@ -126,11 +126,6 @@ def _split(text: str) -> list[str]:
     return expand((text,))
 
 
-#: Connections the kernel queues before roost accepts them: a reconnect storm of tens of
-#: thousands of clients overflows a small queue into SYN retries (seconds each).
-BACKLOG = 4096
-
-
 @main.command()
 @click.option("--user", required=True, help="The name the token binds (1-32 characters).")
 @click.option("--ttl", default=3600.0, show_default=True, help="Seconds until it expires.")
@@ -156,22 +151,12 @@ def _run(
     reuse_port: bool = False,
     sock: pysocket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT: on ``host:port`` (with SO_REUSEPORT if asked), or on
-    the listening socket ``sock`` (a worker of a shared socket)."""
-    from aiohttp import web
+    """Serve until SIGTERM/SIGINT: WebSocket upgrades on the lean path, the rest by aiohttp
+    (server/front.py). ``reuse_port`` binds with SO_REUSEPORT; ``sock`` serves an inherited
+    listening socket instead of binding."""
+    from .server.run import run
 
-    web.run_app(
-        app,
-        host=None if sock is not None else host,
-        port=None if sock is not None else port,
-        sock=sock,
-        reuse_port=reuse_port or None,
-        backlog=BACKLOG,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=3.0,
-    )
+    run(app, host, port, reuse_port=reuse_port, sock=sock)
 
 
 @main.command()
