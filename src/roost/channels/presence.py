@@ -82,6 +82,15 @@ class Presence:
     def entries(self) -> int:
         return sum(len(refs) for keys in self._tracked.values() for refs in keys.values())
 
+    def counts(self) -> dict[str, int]:
+        """Entries this node tracks, per topic (the admin dashboard's presence column)."""
+        per_topic: dict[str, int] = {}
+        for channel, keys in self._tracked.items():
+            n = sum(len(refs) for refs in keys.values())
+            if n:
+                per_topic[channel.topic] = per_topic.get(channel.topic, 0) + n
+        return per_topic
+
     async def track(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str:
         ref = new_ref()
         if not channel.joined:  # it ended already (e.g. crashed during its after_join)

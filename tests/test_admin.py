@@ -1,0 +1,307 @@
+"""The live dashboard (issue 18): ``--admin-secret``, the ``admin:cluster`` channel, ``/admin``.
+
+Two ``roost serve`` nodes on a private redis-server, members in rooms on both; the
+channel with roost.client (refusals, snapshots from both nodes, the node registry,
+read only), then the page in Debian's chromium (as tests/test_browser.py drives it):
+both nodes, the busiest room with its member count, updated when someone joins on the
+other node. ``docs/img/admin.png`` is (re)written when missing or with
+ROOST_UPDATE_SCREENSHOT=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from roost.admin import Reporter, install
+from roost.brokers.memory import MemoryBroker
+from roost.chat import create_endpoint
+from roost.client import Client, JoinRefused
+from test_browser import CHROMIUM_ARGS, WAIT_MS, chromium_path
+
+from support import ROOT, RedisProcess, ServerProcess, start_redis, start_server, until
+
+SECRET = "admin-secret-0123456789abcdef"
+API_KEY = "admin-test-api-key"
+SCREENSHOT = ROOT / "docs" / "img" / "admin.png"
+T = TypeVar("T")
+
+
+class Crowd:
+    """Clients living on an event loop of their own thread, so that they stay joined
+    while a synchronous test (playwright's) runs."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.clients: list[Client] = []
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _join(self, server: ServerProcess, room: str, user: str) -> None:
+        client = Client(server.ws_url, {"user": user})
+        await client.connect()
+        self.clients.append(client)
+        await client.channel(f"rooms:{room}", {"user": user}).join()
+
+    def join(self, server: ServerProcess, room: str, user: str) -> None:
+        self.run(self._join(server, room, user))
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+
+        self.run(close_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisProcess]:
+    proc = start_redis()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(redis: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    logs = tmp_path_factory.mktemp("admin-logs")
+    args = ["--redis", redis.url, "--admin-secret", SECRET, "--api-key", API_KEY]
+    servers = [start_server(*args, node=n, log_dir=logs) for n in ("n1", "n2")]
+    yield servers
+    for server in servers:
+        server.stop()
+        assert "Traceback" not in server.log(), server.log()
+        assert SECRET not in server.log()
+
+
+@pytest.fixture(scope="module")
+def crowd(nodes: list[ServerProcess]) -> Iterator[Crowd]:
+    """rooms:busy has 3 members on n1 and 2 on n2; rooms:quiet 1 on n1, rooms:side 1 on n2."""
+    n1, n2 = nodes
+    crowd = Crowd()
+    for user in ("ana", "bo", "cy"):
+        crowd.join(n1, "busy", user)
+    for user in ("dee", "eli"):
+        crowd.join(n2, "busy", user)
+    crowd.join(n1, "quiet", "fay")
+    crowd.join(n2, "side", "gus")
+    yield crowd
+    crowd.close()
+
+
+def get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+async def refusal(server: ServerProcess, payload: Any) -> Any:
+    async with Client(server.ws_url) as client:
+        try:
+            await client.channel("admin:cluster", payload).join()
+        except JoinRefused as exc:
+            return exc.response
+    return None
+
+
+def busy_members(snapshot: dict[str, Any]) -> tuple[int, int] | None:
+    for entry in snapshot["top"]:
+        if entry["topic"] == "rooms:busy":
+            return entry["members"], entry["presence"]
+    return None
+
+
+async def watch(server: ServerProcess) -> dict[str, Any]:
+    """Join with the secret; what the reply, the snapshots and a push bring."""
+    async with Client(server.ws_url) as client:
+        channel = client.channel("admin:cluster", {"secret": SECRET})
+        latest: dict[str, dict[str, Any]] = {}
+        channel.on("snapshot", lambda snap: latest.__setitem__(snap["node"], snap))
+        reply = await channel.join()
+
+        def both_counted() -> bool:
+            return {"n1", "n2"} <= set(latest) and all(
+                busy_members(s) is not None and busy_members(s)[1] > 0  # type: ignore[index]
+                for s in latest.values()
+            )
+
+        await until(both_counted, timeout=15, what="snapshots of n1 and n2")
+        pushed = await channel.push("snapshot", {"node": "n9", "top": []})
+        return {"reply": reply, "latest": dict(latest), "push": pushed}
+
+
+def test_wrong_or_missing_secret_is_unauthorized(nodes: list[ServerProcess], crowd: Crowd) -> None:
+    n1, n2 = nodes
+    for payload in ({"secret": "not-the-secret"}, {"secret": SECRET[:-1]}, {}, None, {"secret": 7}):
+        assert crowd.run(refusal(n1, payload)) == {"reason": "unauthorized"}, payload
+    assert crowd.run(refusal(n2, {"secret": SECRET + "x"})) == {"reason": "unauthorized"}
+    # another admin:* topic is not a way in
+    assert crowd.run(refusal(n1, {"secret": SECRET})) is None  # the right one is joined
+    response = asyncio.run_coroutine_threadsafe(
+        _join_topic(n1, "admin:other", {"secret": SECRET}), crowd.loop
+    ).result(10)
+    assert response is not None and "unauthorized" not in json.dumps(response)
+
+
+async def _join_topic(server: ServerProcess, topic: str, payload: Any) -> Any:
+    async with Client(server.ws_url) as client:
+        try:
+            await client.channel(topic, payload).join()
+        except JoinRefused as exc:
+            return exc.response
+    return None
+
+
+def test_snapshots_from_both_nodes(nodes: list[ServerProcess], crowd: Crowd) -> None:
+    out = crowd.run(watch(nodes[0]))
+    reply, latest = out["reply"], out["latest"]
+    assert reply["node"] == "n1"
+    assert {"n1", "n2"} <= set(reply["nodes"]), reply  # the Redis node registry
+    assert reply["interval"] > 0 and reply["stale_after"] > reply["interval"]
+    n1, n2 = latest["n1"], latest["n2"]
+    assert busy_members(n1) == (3, 3) and busy_members(n2) == (2, 2)
+    assert n1["top"][0]["topic"] == "rooms:busy"  # the busiest first
+    topics1 = {t["topic"]: t["members"] for t in n1["top"]}
+    topics2 = {t["topic"]: t["members"] for t in n2["top"]}
+    assert topics1.get("rooms:quiet") == 1 and "rooms:quiet" not in topics2
+    assert topics2.get("rooms:side") == 1 and "rooms:side" not in topics1
+    assert not any(t.startswith(("admin:", "phx:")) for t in {*topics1, *topics2})
+    for snap in (n1, n2):
+        assert snap["connections"] >= 3
+        assert snap["broker"]["kind"] == "RedisBroker" and snap["broker"]["connected"] is True
+        assert set(snap["rates"]) >= {"pushes_in", "delivered", "joins", "connects"}
+        assert snap["uptime"] >= 0
+    assert n1["watchers"] >= 1  # this watcher, on n1
+    # read only: a client cannot publish a snapshot (or anything) on the topic
+    assert out["push"].status == "error" and out["push"].response == {"reason": "read only"}
+
+
+def test_api_cannot_broadcast_on_admin_topics(nodes: list[ServerProcess]) -> None:
+    body = json.dumps({"topic": "admin:cluster", "event": "snapshot", "payload": {}}).encode()
+    request = urllib.request.Request(
+        f"{nodes[0].url}/api/broadcast",
+        data=body,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+
+
+def test_admin_page_served_with_strict_csp(nodes: list[ServerProcess]) -> None:
+    status, headers, body = get(f"{nodes[0].url}/admin")
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "<script>" not in body and "style=" not in body and "<style" not in body
+    assert 'src="/admin/static/admin.js"' in body
+    assert get(f"{nodes[0].url}/admin/static/admin.js")[0] == 200
+
+
+def test_no_admin_without_the_option(tmp_path: Path) -> None:
+    server = start_server(node="plain", log_dir=tmp_path)
+    try:
+        for path in ("/admin", "/admin/static/admin.js", "/admin/static/index.html"):
+            assert get(server.url + path)[0] == 404, path
+
+        async def attempt() -> Any:
+            return await _join_topic(server, "admin:cluster", {"secret": SECRET})
+
+        assert asyncio.run(attempt()) is not None  # no such channel: refused
+    finally:
+        server.stop()
+
+
+def test_reporter_rates_follow_the_clock() -> None:
+    """Rates are counter deltas over the injected clock's seconds; no sleeping."""
+    endpoint = create_endpoint("solo", MemoryBroker())
+    now = [100.0]
+    reporter = install(endpoint, SECRET)
+    assert isinstance(reporter, Reporter)
+    reporter.clock = lambda: now[0]
+    reporter.started = reporter._at = now[0]
+    first = reporter.snapshot()
+    assert first["rates"]["pushes_in"] == 0.0 and first["node"] == "solo"
+    endpoint.stats.pushes += 30
+    endpoint.stats.joins += 4
+    now[0] += 2.0
+    second = reporter.snapshot()
+    assert second["rates"]["pushes_in"] == 15.0 and second["rates"]["joins"] == 2.0
+    assert second["uptime"] == 2.0 and second["broker"]["kind"] == "MemoryBroker"
+    assert endpoint.router.match("admin:cluster") is not None
+    assert endpoint.router.match("admin:other") is None
+    assert "secret" not in repr(endpoint.settings["admin"]).replace("secret=<hidden>", "")
+    assert asyncio.run(MemoryBroker().nodes()) == []  # not started: no node yet
+
+
+# -- the page in chromium ----------------------------------------------------------------------
+
+
+def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_path: Path) -> None:
+    n1, n2 = nodes
+    update = os.environ.get("ROOST_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
+    target = SCREENSHOT if update else tmp_path / "admin.png"
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1200, "height": 720})
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on(
+                "console",
+                lambda m: errors.append(m.text) if m.type == "error" else None,
+            )
+            page.goto(f"{n1.url}/admin")
+            # a wrong secret: the page says so and keeps nothing
+            page.locator("#secret").fill("wrong-secret-0123456789")
+            page.locator("#open").click()
+            expect(page.locator("#unlock-error")).to_contain_text("unauthorized", timeout=WAIT_MS)
+            assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") is None
+            # the right one
+            page.locator("#secret").fill(SECRET)
+            page.locator("#open").click()
+            expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+            for name in ("n1", "n2"):
+                row = page.locator(f'#nodes tr[data-node="{name}"]')
+                expect(row.locator(".state")).to_have_text("live", timeout=WAIT_MS)
+            busy = page.locator('#topics tr[data-topic="rooms:busy"] .members')
+            expect(busy).to_have_text("5", timeout=WAIT_MS)
+            expect(page.locator("#topics tbody tr").first).to_have_attribute(
+                "data-topic", "rooms:busy"
+            )
+            # live: someone joins on the other node, the count follows
+            crowd.join(n2, "busy", "hal")
+            expect(busy).to_have_text("6", timeout=WAIT_MS)
+            expect(page.locator("#t-nodes")).to_have_text("2 / 2")
+            assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") == SECRET
+            assert page.evaluate("localStorage.length") == 0
+            target.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(target), animations="disabled", caret="hide")
+            assert target.stat().st_size > 10_000
+            # a reload in the same tab reconnects with the kept secret
+            page.reload()
+            expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+            context.close()
+        finally:
+            browser.close()
+    assert [e for e in errors if "WebSocket" not in e] == []
