@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -58,6 +60,20 @@ class Crowd:
 
     def join(self, server: ServerProcess, room: str, user: str) -> None:
         self.run(self._join(server, room, user))
+
+    async def _chatter(self, server: ServerProcess, room: str, user: str) -> None:
+        async with Client(server.ws_url, {"user": user}) as client:
+            channel = client.channel(f"rooms:{room}", {"user": user})
+            await channel.join()
+            i = 0
+            while True:  # cancelled by stop_chatter
+                i += 1
+                await channel.push("new:msg", {"body": f"message {i}"})
+                await asyncio.sleep(0.1)
+
+    def chatter(self, server: ServerProcess, room: str, user: str) -> Any:
+        """A member who keeps talking (about 10 messages a second) until stopped."""
+        return asyncio.run_coroutine_threadsafe(self._chatter(server, room, user), self.loop)
 
     def close(self) -> None:
         async def close_all() -> None:
@@ -264,7 +280,7 @@ def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_pat
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            context = browser.new_context(viewport={"width": 1200, "height": 720})
+            context = browser.new_context(viewport={"width": 1200, "height": 540})
             page = context.new_page()
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
             page.on(
@@ -289,18 +305,32 @@ def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_pat
             expect(page.locator("#topics tbody tr").first).to_have_attribute(
                 "data-topic", "rooms:busy"
             )
-            # live: someone joins on the other node, the count follows
-            crowd.join(n2, "busy", "hal")
+            # live: someone joins on the other node and talks; the count and rates follow
+            talk = crowd.chatter(n2, "busy", "hal")
             expect(busy).to_have_text("6", timeout=WAIT_MS)
             expect(page.locator("#t-nodes")).to_have_text("2 / 2")
+            n2_in = page.locator('#nodes tr[data-node="n2"] td').nth(5)
+            expect(n2_in).not_to_have_text(re.compile(r"^[0–]$"), timeout=WAIT_MS)
+            expect(page.locator("#t-out")).not_to_have_text(re.compile(r"^[0–]$"))
             assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") == SECRET
             assert page.evaluate("localStorage.length") == 0
             target.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(target), animations="disabled", caret="hide")
             assert target.stat().st_size > 10_000
+            talk.cancel()
             # a reload in the same tab reconnects with the kept secret
             page.reload()
             expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+            # a node that stops reporting is shown as gone, and back when it answers again
+            n2_state = page.locator('#nodes tr[data-node="n2"] .state')
+            expect(n2_state).to_have_text("live", timeout=WAIT_MS)
+            n2.proc.send_signal(signal.SIGSTOP)
+            try:
+                expect(n2_state).to_have_text("gone", timeout=3 * WAIT_MS)
+                expect(page.locator("#t-nodes")).to_have_text("1 / 2")
+            finally:
+                n2.proc.send_signal(signal.SIGCONT)
+            expect(n2_state).to_have_text("live", timeout=WAIT_MS)
             context.close()
         finally:
             browser.close()

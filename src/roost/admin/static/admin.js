@@ -180,7 +180,7 @@ function renderTopics(live) {
       const entry = topics.get(t.topic) || {members: 0, presence: 0, nodes: []}
       entry.members += t.members || 0
       entry.presence += t.presence || 0
-      entry.nodes.push(`${snap.node} ${t.members}`)
+      entry.nodes.push(`${snap.node}: ${t.members}`)
       topics.set(t.topic, entry)
     }
   }
@@ -192,7 +192,7 @@ function renderTopics(live) {
     row.dataset.topic = topic
     row.append(
       cell(topic, "name"), cell(num(t.members), "n members"),
-      cell(t.presence ? num(t.presence) : "–", "n"), cell(t.nodes.sort().join(", "), "where"),
+      cell(t.presence ? num(t.presence) : "–", "n"), cell(t.nodes.sort().join(" · "), "where"),
     )
     return row
   }))
