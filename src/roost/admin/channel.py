@@ -7,12 +7,9 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..channels import Channel, JoinError, Reply
-
-if TYPE_CHECKING:
-    from .snapshot import Reporter
 
 log = logging.getLogger("roost.admin")
 
@@ -25,10 +22,20 @@ STALE_AFTER = 10.0
 REGISTRY_TIMEOUT = 3.0
 
 
+class Snapshots(Protocol):
+    """What the channel reads of the reporter (snapshot.Reporter)."""
+
+    @property
+    def interval(self) -> float: ...
+
+    @property
+    def last(self) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class AdminSettings:
     secret: str
-    reporter: Reporter
+    reporter: Snapshots
 
     def admits(self, given: Any) -> bool:
         """The secret, compared in constant time (any other value: no)."""
