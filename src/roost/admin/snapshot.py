@@ -104,8 +104,9 @@ class Reporter:
         }
         self._counters, self._at = totals, now
         members = {t: pubsub.subscribers(t) for t in pubsub.topics() if not t.startswith(HIDDEN)}
-        presence = endpoint.presence.counts() if endpoint.presence is not None else {}
         busiest = heapq.nlargest(TOP, members.items(), key=lambda item: (item[1], item[0]))
+        listed = {topic for topic, _ in busiest}
+        presence = endpoint.presence.counts(listed) if endpoint.presence is not None else {}
         broker = pubsub.broker
         health = broker.health() or {}
         snap: dict[str, Any] = {
