@@ -90,6 +90,10 @@ function open(secret) {
 
 function heard(snap) {
   if (!snap || typeof snap.node !== "string") return
+  // a node's own stamps only go forward: an older one is a replay (Redis caught up after an
+  // outage, the node's publish queue went out late) and says nothing about now
+  const known = state.nodes.get(snap.node)
+  if (known && typeof snap.at === "number" && snap.at < known.snap.at) return
   state.nodes.set(snap.node, {snap, heard: Date.now()})
   state.registered.add(snap.node)
   render()
