@@ -30,6 +30,7 @@ from roost.brokers.memory import MemoryBroker
 from roost.channels import Endpoint, Limits, Router, Socket
 from roost.chat import create_endpoint
 from roost.client import Client, JoinRefused
+from roost.config import ServeConfig
 from roost.protocol import TEXT
 from roost.pubsub import PubSub
 from test_browser import CHROMIUM_ARGS, WAIT_MS, chromium_path
@@ -365,3 +366,9 @@ async def test_secret_guesses_are_rate_limited_like_any_join() -> None:
     finally:
         await socket.close()
         await endpoint.stop()
+
+
+def test_a_short_admin_secret_is_a_usage_error() -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        ServeConfig(admin_secret="short")
+    assert ServeConfig(admin_secret=SECRET).admin_secret == SECRET
