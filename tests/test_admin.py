@@ -11,6 +11,7 @@ ROOST_UPDATE_SCREENSHOT=1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -22,12 +23,14 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from roost.admin import Reporter, install
+from roost.admin import TOKEN_PREFIX, Reporter, install
 from roost.brokers.memory import MemoryBroker
 from roost.channels import Endpoint, Limits, Router, Socket
+from roost.channels.contracts import Verdict
 from roost.chat import create_endpoint
 from roost.client import Client, JoinRefused
 from roost.config import ServeConfig
@@ -124,6 +127,12 @@ def crowd(nodes: list[ServerProcess]) -> Iterator[Crowd]:
     crowd.close()
 
 
+def admin_token(secret: str) -> dict[str, str]:
+    """The page's socket: the secret as phoenix.js's authToken (a subprotocol)."""
+    raw = base64.urlsafe_b64encode(f"{TOKEN_PREFIX}{secret}".encode()).decode().rstrip("=")
+    return {"Sec-WebSocket-Protocol": f"phoenix, base64url.bearer.phx.{raw}"}
+
+
 def get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -133,8 +142,9 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], str]:
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-async def refusal(server: ServerProcess, payload: Any) -> Any:
-    async with Client(server.ws_url) as client:
+async def refusal(server: ServerProcess, payload: Any, token: str | None = None) -> Any:
+    headers = admin_token(token) if token is not None else None
+    async with Client(server.ws_url, headers=headers) as client:
         try:
             await client.channel("admin:cluster", payload).join()
         except JoinRefused as exc:
@@ -175,6 +185,11 @@ def test_wrong_or_missing_secret_is_unauthorized(nodes: list[ServerProcess], cro
     for payload in ({"secret": "not-the-secret"}, {"secret": SECRET[:-1]}, {}, None, {"secret": 7}):
         assert crowd.run(refusal(n1, payload)) == {"reason": "unauthorized"}, payload
     assert crowd.run(refusal(n2, {"secret": SECRET + "x"})) == {"reason": "unauthorized"}
+    # a wrong secret as the socket's token: admitted as any anonymous socket of the chat,
+    # refused at the join
+    assert crowd.run(refusal(n1, {"secret": "guess-0123456789abcd"}, "guess-0123456789abcd")) == {
+        "reason": "unauthorized"
+    }
     # another admin:* topic is not a way in
     assert crowd.run(refusal(n1, {"secret": SECRET})) is None  # the right one is joined
     response = asyncio.run_coroutine_threadsafe(
@@ -369,6 +384,93 @@ async def test_secret_guesses_are_rate_limited_like_any_join() -> None:
 
 
 def test_a_short_admin_secret_is_a_usage_error() -> None:
-    with pytest.raises(ValueError, match="at least 16"):
-        ServeConfig(admin_secret="short")
+    for bad in ("short", "é" * 16, "tab\there-0123456789"):
+        with pytest.raises(ValueError, match="at least 16 printable ASCII"):
+            ServeConfig(admin_secret=bad)
     assert ServeConfig(admin_secret=SECRET).admin_secret == SECRET
+
+
+def test_dashboard_beside_your_own_application(tmp_path: Path) -> None:
+    """``roost serve MODULE:NAME --admin-secret``: the application's own page at /, the
+    dashboard at /admin with its client from /admin/lib/, the channel beside the app's."""
+    server = start_server(
+        "examples.votes.votes:app", "--admin-secret", SECRET, node="v1", log_dir=tmp_path
+    )
+    try:
+        for path in (
+            "/admin",
+            "/admin/static/admin.js",
+            "/admin/lib/roost.js",
+            "/admin/lib/base.css",
+        ):
+            assert get(server.url + path)[0] == 200, path
+        page = get(server.url + "/admin")[2]
+        assert "/admin/lib/base.css" in page and "/admin/static/admin.js" in page
+
+        async def watch_one() -> Any:
+            # the example admits only sockets with a name: the page's token lets it in
+            async with Client(server.ws_url, headers=admin_token(SECRET)) as client:
+                got: list[Any] = []
+                channel = client.channel("admin:cluster", {"secret": SECRET})
+                channel.on("snapshot", got.append)
+                reply = await channel.join()
+                await until(lambda: got, 10, "a snapshot")
+                return reply, got[0]
+
+        async def refused(headers: dict[str, str] | None) -> int | None:
+            try:
+                async with Client(server.ws_url, headers=headers, reconnect=False):
+                    return None
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+        assert asyncio.run(refused(None)) == 403  # the application's own rule
+        assert asyncio.run(refused(admin_token("wrong-secret-0123456789"))) == 403
+
+        reply, snap = asyncio.run(watch_one())
+        assert reply["nodes"] == ["v1"] and snap["node"] == "v1"
+        assert snap["broker"]["kind"] == "MemoryBroker"
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+class Recorder:
+    """A backend guard (--hook-join/--hook-publish) that allows all and remembers."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    async def join(self, socket: Any, topic: str, payload: Any) -> Verdict:
+        self.seen.append((topic, payload))
+        return Verdict(True, payload)
+
+    async def push(self, socket: Any, topic: str, event: str, payload: Any) -> Verdict:
+        self.seen.append((topic, payload))
+        return Verdict(True, payload)
+
+
+async def test_the_backend_guard_never_sees_the_admin_topic() -> None:
+    """Its join payload holds the secret: it is not the application's to decide."""
+    endpoint = create_endpoint("unit", MemoryBroker())
+    guard = Recorder()
+    endpoint.guard = guard
+    install(endpoint, SECRET)
+    await endpoint.start()
+    wire = Wire()
+    socket = Socket(endpoint, wire, {})
+    try:
+        frames = [
+            ["1", "1", "admin:cluster", "phx_join", {"secret": SECRET}],
+            ["1", "2", "admin:cluster", "snapshot", {"node": "n9"}],
+            ["3", "3", "rooms:lobby", "phx_join", {"user": "al"}],
+        ]
+        for frame in frames:
+            await socket.handle(TEXT, json.dumps(frame))
+        replies = [f[4] for f in wire.take() if f[3] == "phx_reply"]
+        assert [r["status"] for r in replies] == ["ok", "error", "ok"]
+        assert replies[1]["response"] == {"reason": "read only"}
+        assert guard.seen == [("rooms:lobby", {"user": "al"})]
+    finally:
+        await socket.close()
+        await endpoint.stop()

@@ -294,7 +294,7 @@ class ServeConfig:
         "--admin-secret",
         "ROOST_ADMIN_SECRET",
         "Enables the live dashboard at /admin (the admin:cluster channel) for holders of "
-        "this secret (at least 16 characters). Unset: no /admin, no channel.",
+        "this secret (at least 16 printable ASCII characters). Unset: no /admin, no channel.",
         show_default=False,
     )
     longpoll_window: float = opt(
@@ -418,8 +418,12 @@ class ServeConfig:
                 )
             if self.phoenix_compression > 9:
                 raise ValueError("--phoenix-compression must be 0..9")
-        if self.admin_secret and len(self.admin_secret) < 16:
-            raise ValueError("--admin-secret must be at least 16 characters")
+        if self.admin_secret and not (
+            len(self.admin_secret) >= 16
+            and self.admin_secret.isascii()
+            and self.admin_secret.isprintable()
+        ):
+            raise ValueError("--admin-secret must be at least 16 printable ASCII characters")
         count = self.worker_count()  # "two" or 0 is a usage error
         if count > 1 and not self.redis_url:
             raise ValueError(

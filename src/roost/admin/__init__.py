@@ -13,19 +13,25 @@ from __future__ import annotations
 from typing import Any
 
 from ..channels import Endpoint
+from .access import TOKEN_PREFIX, SkipAdmin, admit
 from .channel import SETTINGS_KEY, TOPIC, AdminChannel, AdminSettings
 from .snapshot import Reporter
 
 
 def install(endpoint: Endpoint, secret: str, *, workers: dict[str, Any] | None = None) -> Reporter:
     """Serve ``admin:cluster`` on ``endpoint`` for holders of ``secret``; return the
-    reporter (the caller starts and stops it with the endpoint)."""
+    reporter (the caller starts and stops it with the endpoint). Call it last: it wraps
+    the endpoint's connect hook and guard as they are (see access.py)."""
     if not secret:
         raise ValueError("the admin dashboard needs a secret")
     reporter = Reporter(endpoint, workers=workers)
-    endpoint.settings[SETTINGS_KEY] = AdminSettings(secret, reporter)
+    settings = AdminSettings(secret, reporter)
+    endpoint.settings[SETTINGS_KEY] = settings
     endpoint.router.channel(TOPIC, AdminChannel)
+    endpoint.connect = admit(endpoint.connect, settings)
+    if endpoint.guard is not None:
+        endpoint.guard = SkipAdmin(endpoint.guard)
     return reporter
 
 
-__all__ = ["TOPIC", "AdminChannel", "AdminSettings", "Reporter", "install"]
+__all__ = ["TOKEN_PREFIX", "TOPIC", "AdminChannel", "AdminSettings", "Reporter", "install"]

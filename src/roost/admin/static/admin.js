@@ -5,6 +5,7 @@ import {Socket} from "/admin/lib/roost.js"
 
 const SECRET_KEY = "roost:admin-secret"
 const TOPIC = "admin:cluster"
+const ADMIN_TOKEN = "roost-admin:" // access.py's TOKEN_PREFIX
 const SHOWN_TOPICS = 20
 
 const $ = id => document.getElementById(id)
@@ -59,8 +60,23 @@ function open(secret) {
   stop()
   state.nodes.clear()
   state.registered.clear()
-  socket = new Socket("/socket", {longPollFallbackMs: 2500})
-  socket.onError(() => setStatus("reconnecting", "reconnecting…"))
+  // the secret also opens the socket (the Sec-WebSocket-Protocol header, never the URL):
+  // an application that admits no anonymous socket still admits this page's
+  socket = new Socket("/socket", {longPollFallbackMs: 2500, authToken: `${ADMIN_TOKEN}${secret}`})
+  let opened = false
+  let failures = 0
+  socket.onOpen(() => { opened = true })
+  socket.onError(() => {
+    setStatus("reconnecting", "reconnecting…")
+    // never in: the server refuses this socket (a wrong secret where the application
+    // admits no anonymous socket) or cannot be reached; stop asking
+    if (!opened && ++failures >= 4) {
+      stop()
+      keepSecret("")
+      setStatus("error", "cannot connect")
+      showLock("cannot connect: a wrong admin secret, or the server is unreachable")
+    }
+  })
   socket.connect()
   channel = socket.channel(TOPIC, {secret})
   channel.on("snapshot", snap => heard(snap))
