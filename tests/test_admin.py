@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -25,11 +26,11 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from roost.admin import TOKEN_PREFIX
 from roost.client import Client, JoinRefused
-from test_browser import CHROMIUM_ARGS, WAIT_MS, chromium_path
+from test_browser import BROKEN_WEBSOCKET, CHROMIUM_ARGS, WAIT_MS, chromium_path
 
 from support import ROOT, RedisProcess, ServerProcess, start_redis, start_server, until
 
@@ -261,10 +262,9 @@ def test_no_admin_without_the_option(tmp_path: Path) -> None:
 # -- the page in chromium ----------------------------------------------------------------------
 
 
-def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_path: Path) -> None:
-    n1, n2 = nodes
-    update = os.environ.get("ROOST_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
-    target = SCREENSHOT if update else tmp_path / "admin.png"
+@contextlib.contextmanager
+def dashboard_page(url: str, init_script: str | None = None) -> Iterator[Page]:
+    """``url`` open in Debian's chromium (a desktop viewport); no script errors allowed."""
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -272,60 +272,65 @@ def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_pat
         )
         try:
             context = browser.new_context(viewport={"width": 1200, "height": 540})
+            if init_script is not None:
+                context.add_init_script(init_script)
             page = context.new_page()
             page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-            page.on(
-                "console",
-                lambda m: errors.append(m.text) if m.type == "error" else None,
-            )
-            page.goto(f"{n1.url}/admin")
-            # a wrong secret: the page says so and keeps nothing
-            page.locator("#secret").fill("wrong-secret-0123456789")
-            page.locator("#open").click()
-            expect(page.locator("#unlock-error")).to_contain_text("unauthorized", timeout=WAIT_MS)
-            assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") is None
-            # the right one
-            page.locator("#secret").fill(SECRET)
-            page.locator("#open").click()
-            expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
-            for name in ("n1", "n2"):
-                row = page.locator(f'#nodes tr[data-node="{name}"]')
-                expect(row.locator(".state")).to_have_text("live", timeout=WAIT_MS)
-            busy = page.locator('#topics tr[data-topic="rooms:busy"] .members')
-            expect(busy).to_have_text("5", timeout=WAIT_MS)
-            expect(page.locator("#topics tbody tr").first).to_have_attribute(
-                "data-topic", "rooms:busy"
-            )
-            # live: someone joins on the other node and talks; the count and rates follow
-            talk = crowd.chatter(n2, "busy", "hal")
-            expect(busy).to_have_text("6", timeout=WAIT_MS)
-            expect(page.locator("#t-nodes")).to_have_text("2 / 2")
-            n2_in = page.locator('#nodes tr[data-node="n2"] td').nth(5)  # pushes in / s
-            expect(n2_in).to_have_text(NONZERO, timeout=WAIT_MS)
-            expect(page.locator("#t-out")).to_have_text(NONZERO)
-            assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") == SECRET
-            assert page.evaluate("localStorage.length") == 0
-            target.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(target), animations="disabled", caret="hide")
-            assert target.stat().st_size > 10_000
-            talk.cancel()
-            # a reload in the same tab reconnects with the kept secret
-            page.reload()
-            expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
-            # a node that stops reporting is shown as gone, and back when it answers again
-            n2_state = page.locator('#nodes tr[data-node="n2"] .state')
-            expect(n2_state).to_have_text("live", timeout=WAIT_MS)
-            n2.proc.send_signal(signal.SIGSTOP)
-            try:
-                expect(n2_state).to_have_text("gone", timeout=3 * WAIT_MS)
-                expect(page.locator("#t-nodes")).to_have_text("1 / 2")
-            finally:
-                n2.proc.send_signal(signal.SIGCONT)
-            expect(n2_state).to_have_text("live", timeout=WAIT_MS)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(url)
+            yield page
             context.close()
         finally:
             browser.close()
     assert [e for e in errors if "WebSocket" not in e] == []
+
+
+def test_dashboard_in_chromium(nodes: list[ServerProcess], crowd: Crowd, tmp_path: Path) -> None:
+    n1, n2 = nodes
+    update = os.environ.get("ROOST_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
+    target = SCREENSHOT if update else tmp_path / "admin.png"
+    with dashboard_page(f"{n1.url}/admin") as page:
+        # a wrong secret: the page says so and keeps nothing
+        page.locator("#secret").fill("wrong-secret-0123456789")
+        page.locator("#open").click()
+        expect(page.locator("#unlock-error")).to_contain_text("unauthorized", timeout=WAIT_MS)
+        assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") is None
+        # the right one
+        page.locator("#secret").fill(SECRET)
+        page.locator("#open").click()
+        expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+        for name in ("n1", "n2"):
+            row = page.locator(f'#nodes tr[data-node="{name}"]')
+            expect(row.locator(".state")).to_have_text("live", timeout=WAIT_MS)
+        busy = page.locator('#topics tr[data-topic="rooms:busy"] .members')
+        expect(busy).to_have_text("5", timeout=WAIT_MS)
+        expect(page.locator("#topics tbody tr").first).to_have_attribute("data-topic", "rooms:busy")
+        # live: someone joins on the other node and talks; the count and rates follow
+        talk = crowd.chatter(n2, "busy", "hal")
+        expect(busy).to_have_text("6", timeout=WAIT_MS)
+        expect(page.locator("#t-nodes")).to_have_text("2 / 2")
+        n2_in = page.locator('#nodes tr[data-node="n2"] td').nth(5)  # pushes in / s
+        expect(n2_in).to_have_text(NONZERO, timeout=WAIT_MS)
+        expect(page.locator("#t-out")).to_have_text(NONZERO)
+        assert page.evaluate("sessionStorage.getItem('roost:admin-secret')") == SECRET
+        assert page.evaluate("localStorage.length") == 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(target), animations="disabled", caret="hide")
+        assert target.stat().st_size > 10_000
+        talk.cancel()
+        # a reload in the same tab reconnects with the kept secret
+        page.reload()
+        expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+        # a node that stops reporting is shown as gone, and back when it answers again
+        n2_state = page.locator('#nodes tr[data-node="n2"] .state')
+        expect(n2_state).to_have_text("live", timeout=WAIT_MS)
+        n2.proc.send_signal(signal.SIGSTOP)
+        try:
+            expect(n2_state).to_have_text("gone", timeout=3 * WAIT_MS)
+            expect(page.locator("#t-nodes")).to_have_text("1 / 2")
+        finally:
+            n2.proc.send_signal(signal.SIGCONT)
+        expect(n2_state).to_have_text("live", timeout=WAIT_MS)
 
 
 def test_dashboard_beside_your_own_application(tmp_path: Path) -> None:
@@ -368,6 +373,16 @@ def test_dashboard_beside_your_own_application(tmp_path: Path) -> None:
         reply, snap = asyncio.run(watch_one())
         assert reply["nodes"] == ["v1"] and snap["node"] == "v1"
         assert snap["broker"]["kind"] == "MemoryBroker"
+        # the page, its WebSocket refused (a proxy that blocks it): over long-poll, the
+        # secret in X-Phoenix-AuthToken gets it past the example's connect hook
+        broken = BROKEN_WEBSOCKET.replace("MODE", json.dumps("refused"))
+        with dashboard_page(f"{server.url}/admin", broken) as page:
+            page.locator("#secret").fill(SECRET)
+            page.locator("#open").click()
+            expect(page.locator('#nodes tr[data-node="v1"] .state')).to_have_text(
+                "live", timeout=WAIT_MS
+            )
+            assert page.evaluate("window.wsAttempts") >= 1
     finally:
         server.stop()
     assert "Traceback" not in server.log()
