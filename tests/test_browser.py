@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -838,41 +839,55 @@ def test_roost_js_longpoll_transport(server: ServerProcess, open_chat: Callable[
 
 
 def test_screenshot(open_chat: Callable[..., Chat], tmp_path: Path) -> None:
-    """The README's screenshot: a fresh node, so the room holds only this chat.
+    """The README's screenshot, from a real session: two fresh nodes on a private Redis
+    (so the room holds only this chat), ana and ben on n1, carol on n2; the shot is
+    taken once ana's online list shows all three, each with the node serving them.
 
     Message times change every run, so docs/img/chat.png is only (re)written when it is
     missing or ROOST_UPDATE_SCREENSHOT=1; otherwise the shot goes to a temporary file.
     """
     update = os.environ.get("ROOST_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
     target = SCREENSHOT if update else tmp_path / "chat.png"
-    srv = start_server(node="n1", log_dir=tmp_path)
+    redis = start_redis()
+    servers = [start_server("--redis", redis.url, node=n, log_dir=tmp_path) for n in ("n1", "n2")]
     try:
-        url = f"{srv.url}/rooms/lobby"
+        where = {"ana": servers[0], "ben": servers[0], "carol": servers[1]}
         people = {}
-        for name in ("ana", "ben", "carol"):
-            people[name] = open_chat(url, user=name)
+        for name, srv in where.items():
+            people[name] = open_chat(f"{srv.url}/rooms/lobby", user=name)
             people[name].wait_connected()
         ana = people["ana"]
         expect(entered(ana.page, "carol")).to_be_visible(timeout=WAIT_MS)
+        expect(people["carol"].page.locator("#node")).to_have_text("node n2")
         script = [
             ("ana", "hi both! this page talks to roost over the Phoenix Channels protocol"),
             ("ben", "and the official phoenix.js client works against the same server"),
             (
                 "carol",
-                "two nodes behind Redis share the room; the top right says which node I'm on",
+                "I'm on node n2, you two are on n1: Redis carries the room between the nodes",
             ),
             ("ben", "<b>this stays text</b>, never HTML"),
             ("ana", "stop the server and the dot turns amber; the page rejoins by itself"),
-            ("carol", "and it works on a phone too"),
+            ("carol", "and the online list shows who is here, and on which node"),
         ]
         for name, text in script:
             people[name].send(text)
             expect(ana.page.locator("#messages li.msg .body").last).to_have_text(
                 text, timeout=WAIT_MS
             )
+        # the picture shows what the chat does: everyone listed, each with their node
+        online = ana.page.locator("#online-list li")
+        expect(online.locator(".name")).to_have_text(["ana", "ben", "carol"], timeout=WAIT_MS)
+        expect(online).to_have_text(
+            [re.compile(r"ana.*n1"), re.compile(r"ben.*n1"), re.compile(r"carol.*n2")]
+        )
+        expect(ana.page.locator("#online-count")).to_have_text("3")
+        expect(ana.page.locator("#online-empty")).to_be_hidden()
         ana.page.locator("#message").fill("see you in #side")
         target.parent.mkdir(parents=True, exist_ok=True)
         ana.page.screenshot(path=str(target), animations="disabled", caret="hide")
         assert target.stat().st_size > 10_000
     finally:
-        srv.stop()
+        for srv in servers:
+            srv.stop()
+        redis.stop()

@@ -22,6 +22,7 @@ import pytest
 from redis.crc import key_slot
 
 import roost
+from roost.brokers.redis import RedisBroker
 from roost.client import Client
 
 from support import RedisCluster, ServerProcess, start_redis_cluster, start_server, until
@@ -65,7 +66,11 @@ def in_room(items: list[Any], room: str) -> list[Any]:
 
 
 def master_of(cluster: RedisCluster, topic: str) -> int:
-    slot = key_slot(f"roost:chat:t:{{{topic}}}".encode())
+    return master_of_key(cluster, f"roost:chat:t:{{{topic}}}")
+
+
+def master_of_key(cluster: RedisCluster, key: str) -> int:
+    slot = key_slot(key.encode())
     return next(p for p, (lo, hi) in cluster.masters().items() if lo <= slot <= hi)
 
 
@@ -187,6 +192,20 @@ async def test_names_refusals_and_roost_publish_on_a_cluster(
         await until(lambda: all(len(v) == 2 for v in got.values()), 10, "both broadcasts")
         assert got == {room: [f"hi {room}", "kept"] for room in rooms}
         assert all(isinstance(o, int) and o >= 1 for o in offsets), offsets
+    # The node registry (the dashboard's list) is read from every master: a name whose key
+    # lives on another master than n1's is listed beside it.
+    owner = master_of_key(rcluster, "roost:chat:node:n1")
+    probe = next(
+        f"probe{i}"
+        for i in range(1000)
+        if master_of_key(rcluster, f"roost:chat:node:probe{i}") != owner
+    )
+    broker = RedisBroker(rcluster.url)
+    await broker.start(probe, lambda envs: None)
+    try:
+        assert {"n1", probe} <= set(await broker.nodes())
+    finally:
+        await broker.stop()
     # The name's key lives on one master; a twin started through another one is refused.
     other = next(n for n in rcluster.nodes if n.url != rcluster.url)
     twin = start_server("--redis", other.url, node="n1", wait=False)

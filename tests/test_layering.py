@@ -43,6 +43,7 @@ RANKS: dict[str, float] = {
     "hooks": 3,  # backend hooks: an HTTP client deciding connects, joins, pushes
     "chat": 3,
     "realtime": 3,  # Supabase Realtime-compatible channels: beside the chat, not on it
+    "admin": 3,  # the live dashboard's channel and reporter: an application like the chat
     "client": 3,
     "cluster": 3,
     "inspector": 3,
@@ -65,6 +66,7 @@ RANKS: dict[str, float] = {
 NEVER: dict[tuple[str, str], str] = {
     ("chat", "brokers"): "the app sees only the Channel API (and the Broker protocol)",
     ("server", "brokers"): "the server knows brokers by the Broker protocol only",
+    ("admin", "brokers"): "the dashboard asks the broker through the Broker protocol only",
 }
 
 #: Known exceptions, each with the reason it is still here. Keep this empty.

@@ -91,6 +91,7 @@ def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Applic
         from .realtime import route
 
         route(endpoint.router)
+    admin_start, admin_stop = _admin(cfg, endpoint, role)
     extra: dict[str, Any] = {}
     if cfg.app:  # the application's own page, if it has one; the chat's otherwise
         extra = {"static": app.static, "pages": ("/",)}
@@ -102,8 +103,9 @@ def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Applic
         # Long-poll tokens must verify on every node: a secret they all share.
         longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
         siblings=role.siblings() if role is not None else None,
-        on_start=app.started,
-        on_stop=[*app.stopping, *hooks],
+        on_start=[*app.started, *admin_start],
+        on_stop=[*admin_stop, *app.stopping, *hooks],
+        admin=bool(admin_start),
         **extra,
     )
 
@@ -126,6 +128,31 @@ def _hooks(cfg: ServeConfig, endpoint: Endpoint) -> list[Callable[[Endpoint], Aw
         await client.close()
 
     return [close]
+
+
+def _admin(
+    cfg: ServeConfig, endpoint: Endpoint, role: Role | None
+) -> tuple[
+    list[Callable[[Endpoint], Awaitable[None]]], list[Callable[[Endpoint], Awaitable[None]]]
+]:
+    """``--admin-secret``: the live dashboard's channel; the hooks that start and stop its
+    reporter (none without the option: no channel, no timer)."""
+    if not cfg.admin_secret:
+        return [], []
+    from .admin import install
+
+    workers = None
+    if role is not None:
+        workers = {"group": role.node, "index": role.index, "count": role.count}
+    reporter = install(endpoint, cfg.admin_secret, workers=workers)
+
+    async def start(endpoint: Endpoint) -> None:
+        await reporter.start()
+
+    async def stop(endpoint: Endpoint) -> None:
+        await reporter.stop()
+
+    return [start], [stop]
 
 
 def _split(text: str) -> list[str]:

@@ -289,6 +289,14 @@ class ServeConfig:
         "Enables POST /api/broadcast for callers with this bearer key.",
         show_default=False,
     )
+    admin_secret: str = opt(
+        "",
+        "--admin-secret",
+        "ROOST_ADMIN_SECRET",
+        "Enables the live dashboard at /admin (the admin:cluster channel) for holders of "
+        "this secret (at least 16 printable ASCII characters). Unset: no /admin, no channel.",
+        show_default=False,
+    )
     longpoll_window: float = opt(
         _default(build_app, "longpoll_window"),
         "--longpoll-window",
@@ -410,6 +418,12 @@ class ServeConfig:
                 )
             if self.phoenix_compression > 9:
                 raise ValueError("--phoenix-compression must be 0..9")
+        if self.admin_secret and not (
+            len(self.admin_secret) >= 16
+            and self.admin_secret.isascii()
+            and self.admin_secret.isprintable()
+        ):
+            raise ValueError("--admin-secret must be at least 16 printable ASCII characters")
         count = self.worker_count()  # "two" or 0 is a usage error
         if count > 1 and not self.redis_url:
             raise ValueError(

@@ -122,6 +122,10 @@ class MemoryBroker(Broker):
             if other is not self and other._deliver is not None and envelope.topic in other.topics:
                 other._deliver((envelope,))
 
+    async def nodes(self) -> list[str]:
+        """The nodes on this broker's hub (one node alone: itself)."""
+        return sorted(broker.node for broker in self.hub.brokers)
+
     async def subscribe(self, topic: str) -> Position | None:
         self.topics.add(topic)
         return None

@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+from collections.abc import Container
 from typing import Any
 
 from ..pubsub import PubSub
@@ -81,6 +82,19 @@ class Presence:
     @property
     def entries(self) -> int:
         return sum(len(refs) for keys in self._tracked.values() for refs in keys.values())
+
+    def counts(self, topics: Container[str]) -> dict[str, int]:
+        """Entries this node tracks in each of ``topics`` (the admin dashboard's
+        presence column): one pass over the tracked channels."""
+        per_topic: dict[str, int] = {}
+        for channel, keys in self._tracked.items():
+            topic = channel.topic
+            if topic in topics:
+                n = per_topic.get(topic, 0)
+                for refs in keys.values():
+                    n += len(refs)
+                per_topic[topic] = n
+        return per_topic
 
     async def track(self, channel: PresenceChannel, key: str, meta: dict[str, Any]) -> str:
         ref = new_ref()

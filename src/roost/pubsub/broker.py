@@ -85,6 +85,11 @@ class Broker(Protocol):
         origin-to-here delivery lag (seconds). A broker that times neither ignores them."""
         return None
 
+    async def nodes(self) -> list[str]:
+        """The node names registered on this broker (the Redis node registry), this
+        node's among them; a broker that knows of no registry answers none."""
+        return []
+
     def presence_store(self, ttl: float) -> PresenceStore:
         """The presence store that goes with this broker: shared by every node on it,
         its entries living ``ttl`` seconds unless refreshed (a node-local broker's

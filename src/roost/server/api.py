@@ -74,8 +74,8 @@ async def broadcast(request: web.Request) -> web.Response:
     topic, event, payload = body.get("topic"), body.get("event"), body.get("payload", {})
     if not isinstance(topic, str) or not topic or not isinstance(event, str) or not event:
         return _error(400, "topic and event must be non-empty strings")
-    if topic.startswith("phx:"):
-        return _error(400, "topics starting with phx: are reserved")
+    if topic.startswith(("phx:", "admin:")):
+        return _error(400, "topics starting with phx: or admin: are reserved")
     if event.startswith("phx_") or event in ("presence_state", "presence_diff"):
         return _error(400, f"event {event!r} is reserved")
     endpoint = request.app[ENDPOINT_KEY]

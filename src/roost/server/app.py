@@ -23,6 +23,10 @@ from .websocket import FLUSHER_KEY, websocket_handler
 from .wswire import Flusher
 
 STATIC = Path(__file__).resolve().parent.parent / "chat" / "static"
+#: The dashboard's page (roost/admin/static), served only with ``admin``; its client
+#: (roost.js and its modules, base.css) comes from the chat's directory at /admin/lib/,
+#: whatever the application's own static directory is.
+ADMIN_STATIC = Path(__file__).resolve().parent.parent / "admin" / "static"
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -100,6 +104,7 @@ def build_app(
     pages: tuple[str, ...] = ("/", "/rooms/{name}"),
     on_start: Sequence[EndpointHook] = (),
     on_stop: Sequence[EndpointHook] = (),
+    admin: bool = False,
 ) -> web.Application:
     """An aiohttp Application serving ``endpoint`` at ``<mount>/websocket``.
 
@@ -110,7 +115,8 @@ def build_app(
     ``/readyz`` answer for every worker (see siblings.py); ``static``: the directory
     served at ``/static/`` (the chat's by default; None: no page), its ``index.html``
     at each of ``pages``; ``on_start``/``on_stop``: the application's hooks, run once
-    the endpoint is up, and after the drain.
+    the endpoint is up, and after the drain; ``admin``: serve the live dashboard's page
+    at ``/admin`` (roost/admin; False: ``/admin`` is 404).
     """
     app = web.Application(client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
@@ -140,6 +146,10 @@ def build_app(
         app.router.add_post("/api/broadcast", api.broadcast)
     if static is not None:
         app.router.add_static("/static/", static, show_index=False)
+    if admin:
+        app.router.add_get("/admin", _index(ADMIN_STATIC / "index.html"))
+        app.router.add_static("/admin/static/", ADMIN_STATIC, show_index=False)
+        app.router.add_static("/admin/lib/", STATIC, show_index=False)
 
     async def pubsub_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await endpoint.start()

@@ -38,7 +38,7 @@ from .cluster_publisher import ClusterPublisher
 from .connection import REDIS_ERRORS, RedisConnection, safe_url
 from .cursor import Cursors
 from .keys import Keys
-from .nodes import DuplicateNodeError, NodeName
+from .nodes import DuplicateNodeError, NodeName, registered
 from .presence import RedisPresenceStore
 from .publisher import Publisher
 from .reader import HistoryReader
@@ -150,6 +150,11 @@ class RedisBroker(Broker):
     def observe(self, publish: Timing | None, lag: Timing | None) -> None:
         self.publisher.observe = publish
         self.observe_lag = lag
+
+    async def nodes(self) -> list[str]:
+        """The node registry: every name with a key (``nodes.py``; raises when Redis
+        does not answer)."""
+        return await registered(self.connection.redis, self.keys)
 
     def presence_store(self, ttl: float) -> RedisPresenceStore:
         """Presence in Redis, shared by every node under this broker's keys; its entries

@@ -44,3 +44,12 @@ class Keys:
 
     def node_key(self, node: str) -> str:
         return f"{self.base}:node:{node}"
+
+    @property
+    def node_pattern(self) -> str:
+        """A SCAN pattern for every node key (the prefix's glob characters escaped)."""
+        return "".join("\\" + c if c in "*?[]\\" else c for c in self.base) + ":node:*"
+
+    def node_of(self, key: str) -> str | None:
+        head = f"{self.base}:node:"
+        return key[len(head) :] if key.startswith(head) else None

@@ -45,6 +45,23 @@ return 0
 """
 
 
+#: Names ``registered`` reads at most (a registry is a handful of nodes).
+MAX_LISTED = 1000
+
+
+async def registered(redis: aioredis.Redis, keys: Keys) -> list[str]:
+    """Every node name holding a key on this Redis (every master of a Cluster): the
+    live nodes, and the dead ones whose key has not expired yet."""
+    names: set[str] = set()
+    async for key in redis.scan_iter(match=keys.node_pattern, count=500):
+        name = keys.node_of(key.decode() if isinstance(key, bytes) else key)
+        if name is not None:
+            names.add(name)
+        if len(names) >= MAX_LISTED:
+            break
+    return sorted(names)
+
+
 class DuplicateNodeError(RuntimeError):
     """Another live node already holds this node name."""
 
