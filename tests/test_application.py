@@ -16,10 +16,12 @@ import pytest
 from roost.application import Application, AppNotFound, load
 from roost.client import Client
 from roost.client.client import JoinRefused
+from test_admin import admin_token
 
 from support import ROOT, free_port, start_server, until, wait_http
 
 SPEC = "examples.votes.votes:app"
+ADMIN_SECRET = "admin-secret-for-the-walkthrough"
 ENV = {"VOTES_TICK": "0.3"}
 
 
@@ -169,7 +171,8 @@ async def test_the_example_with_its_backend_deciding_joins(redis_server: Any) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    hooks = ("--hook-join", f"http://127.0.0.1:{port}/join", "--hook-secret", "s3")
+    hooks = ("--hook-join", f"http://127.0.0.1:{port}/join", "--hook-secret", "s3",
+             "--admin-secret", ADMIN_SECRET)  # fmt: skip
     nodes = []
     try:
         nodes = [
@@ -183,6 +186,14 @@ async def test_the_example_with_its_backend_deciding_joins(redis_server: Any) ->
                 with pytest.raises(JoinRefused) as closed:
                     await ana.channel("poll:closed-lunch", {}).join()
                 assert closed.value.response == {"reason": "this poll is closed"}
+        # ... and /admin on one node watches both.
+        async with Client(nodes[0].ws_url, headers=admin_token(ADMIN_SECRET)) as admin:
+            snapshots: list[Any] = []
+            channel = admin.channel("admin:cluster", {"secret": ADMIN_SECRET})
+            channel.on("snapshot", snapshots.append)
+            reply = await channel.join()
+            assert sorted(reply["nodes"]) == ["b1", "b2"]
+            await until(lambda: {s["node"] for s in snapshots} == {"b1", "b2"}, 15, "both")
     finally:
         for server in nodes:
             server.stop()
