@@ -28,11 +28,13 @@ from ..pubsub.envelope import Envelope
 from ..pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
+    Page,
     Position,
     Recovery,
     StoredMessage,
     empty_epoch,
     new_epoch,
+    page_of,
     recover_from,
     with_offset,
 )
@@ -154,6 +156,17 @@ class MemoryBroker(Broker):
         return recover_from(
             since, Position(state.offset, state.epoch), list(state.messages), policy, now
         )
+
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        now = _now_ms()
+        state = self.hub.topics.get(topic)
+        if state is None:
+            current = Position(0, empty_epoch(self.hub.generation, now))
+            return page_of(epoch, before, limit, current, [], policy, now)
+        current = Position(state.offset, state.epoch)
+        return page_of(epoch, before, limit, current, list(state.messages), policy, now)
 
 
 def _size(m: StoredMessage) -> int:

@@ -115,6 +115,8 @@ class RoomChannel(Channel):
             await self.track(name, meta)
 
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
+        if event == "history":
+            return await self.page(payload)
         if event != "new:msg":
             return Reply.error({"reason": "unknown event"})
         try:
