@@ -206,3 +206,12 @@ class MemoryPresenceStore:
 
     async def list(self, topic: str) -> list[Entry]:
         return list(self._topics.get(topic, {}).values())
+
+    async def occupancy(self, prefix: str, scan: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for topic, entries in self._topics.items():
+            if len(found) >= scan:
+                break
+            if topic.startswith(prefix):
+                found[topic] = len(entries)
+        return found
