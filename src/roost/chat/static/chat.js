@@ -12,13 +12,11 @@
 import {Socket, Presence} from "./roost.js"
 import {el, timeEl, identityMark, colourClass} from "./render.js"
 import {createDirectory} from "./directory.js"
+import {createPaging, freshOlder} from "./older.js"
+import {MAX_NAME, askName, nameProblem, rememberName, storedName} from "./names.js"
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/
-const USER_KEY = "roost:user"
-const MAX_NAME = 32
 const NAME_TAKEN = "name is taken by a verified user"
-const PAGE = 50 // older messages per `history` push
-const NEAR_TOP = 80 // px: scrolled this close to the top, older messages are loaded
 
 const $ = id => document.getElementById(id)
 const ui = {
@@ -34,10 +32,6 @@ const ui = {
   user: $("username"),
   message: $("message"),
   send: $("send"),
-  gate: $("name-gate"),
-  nameForm: $("name-form"),
-  nameInput: $("name-input"),
-  nameError: $("name-error"),
 }
 
 // -- location <-> room -----------------------------------------------------------------
@@ -192,53 +186,8 @@ function renderOnline(presence) {
 
 // -- user name -------------------------------------------------------------------------
 
-function storedName() {
-  try {
-    return localStorage.getItem(USER_KEY) || ""
-  } catch {
-    return ""
-  }
-}
-
-function rememberName(name) {
-  try {
-    localStorage.setItem(USER_KEY, name)
-  } catch {
-    // private mode: the name just is not remembered
-  }
-}
-
 function currentName() {
   return ui.user.value.trim().slice(0, MAX_NAME)
-}
-
-// a name the server would take: 1-32 characters, no control or bidi characters
-function nameProblem(name) {
-  if (!name) return "type a name"
-  if (name.length > MAX_NAME) return `at most ${MAX_NAME} characters`
-  if (/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/.test(name)) {
-    return "that name has characters that are not allowed"
-  }
-  return ""
-}
-
-// the first visit: the name is asked for before anything is joined
-function askName() {
-  return new Promise(resolve => {
-    ui.gate.hidden = false
-    ui.nameInput.focus()
-    ui.nameForm.addEventListener("submit", function submit(event) {
-      event.preventDefault()
-      const name = ui.nameInput.value.trim()
-      const problem = nameProblem(name)
-      ui.nameError.hidden = !problem
-      ui.nameError.textContent = problem
-      if (problem) return
-      ui.nameForm.removeEventListener("submit", submit)
-      ui.gate.hidden = true
-      resolve(name)
-    })
-  })
 }
 
 // -- socket and room -------------------------------------------------------------------
@@ -326,7 +275,7 @@ function joinRoom(name) {
       ui.node.textContent = reply && reply.node ? `node ${reply.node}` : ""
       ui.node.title = reply && reply.node ? `served by node ${reply.node}` : ""
       setStatus("connected", "connected")
-      setTimeout(() => active() && olderIfShort(), 0)
+      setTimeout(() => active() && paging.ifShort(), 0)
     })
     .receive("error", reply => {
       if (!active()) return
@@ -375,79 +324,6 @@ function advance(current, msg) {
   if (current.cursor && msg && isOffset(msg.offset) && msg.offset > current.cursor.offset) {
     current.cursor = {offset: msg.offset, epoch: current.cursor.epoch}
   }
-}
-
-// -- older messages ------------------------------------------------------------------------
-
-function freshOlder() {
-  return {loading: false, done: false}
-}
-
-function oldestOffset() {
-  for (let node = ui.messages.firstElementChild; node; node = node.nextElementSibling) {
-    if (node.dataset.offset !== undefined) return Number(node.dataset.offset)
-  }
-  return null
-}
-
-// the top of the list: where the history begins, or where an older one was lost
-function showEdge(text) {
-  const item = el("li", "edge", text)
-  ui.messages.insertBefore(item, ui.messages.firstElementChild)
-}
-
-function loadOlder() {
-  const current = room
-  if (!current || !current.joined || !current.cursor) return
-  const older = current.older
-  if (older.loading || older.done) return
-  const oldest = oldestOffset()
-  const before = oldest === null ? current.cursor.offset + 1 : oldest
-  if (before <= 1) {
-    older.done = true
-    showEdge(`beginning of the history of #${current.name}`)
-    return
-  }
-  older.loading = true
-  current.channel.push("history", {before, limit: PAGE, epoch: current.cursor.epoch})
-    .receive("ok", reply => {
-      older.loading = false
-      if (room === current && current.older === older) prepend(current, reply || {})
-    })
-    .receive("error", reply => {
-      older.loading = false
-      if (room !== current || current.older !== older) return
-      older.done = true // a new scroll to the top after a rejoin asks again
-      showEdge(`older messages are unavailable: ${(reply && reply.reason) || "refused"}`)
-    })
-    .receive("timeout", () => { older.loading = false })
-}
-
-// a page of older messages goes above the oldest one shown, the view staying where it was
-function prepend(current, reply) {
-  const list = ui.messages
-  const fromBottom = list.scrollHeight - list.scrollTop
-  let anchor = list.firstElementChild
-  while (anchor && anchor.dataset.offset === undefined) anchor = anchor.nextElementSibling
-  anchor = anchor || list.firstElementChild
-  for (const msg of Array.isArray(reply.history) ? reply.history : []) {
-    const item = messageRow(msg)
-    if (item) list.insertBefore(item, anchor)
-  }
-  if (reply.reset === true) {
-    current.older.done = true
-    showEdge("older messages belonged to an earlier history of this room (a new epoch began): they are gone")
-  } else if (reply.beginning === true) {
-    current.older.done = true
-    showEdge(`beginning of the history of #${current.name}`)
-  }
-  list.scrollTop = list.scrollHeight - fromBottom
-  setTimeout(() => room === current && olderIfShort(), 0)
-}
-
-// still at the top (the list does not fill the view, or the page was short): one more
-function olderIfShort() {
-  if (ui.messages.scrollTop < NEAR_TOP) loadOlder()
 }
 
 // -- sending, names, rooms ----------------------------------------------------------------
@@ -538,9 +414,7 @@ ui.roomGo.addEventListener("click", switchRoom)
 window.addEventListener("popstate", () => joinRoom(roomFromLocation()))
 window.addEventListener("hashchange", () => joinRoom(roomFromLocation()))
 
-ui.messages.addEventListener("scroll", () => {
-  if (ui.messages.scrollTop < NEAR_TOP) loadOlder()
-}, {passive: true})
+const paging = createPaging({list: ui.messages, activeRoom: () => room, messageRow})
 createDirectory({
   channel: () => (room && room.joined ? room.channel : null),
   currentRoom: () => (room ? room.name : null),
