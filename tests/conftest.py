@@ -16,6 +16,7 @@ from roost.brokers.memory import MemoryBroker
 from roost.channels import Endpoint, Limits, Router
 from roost.chat import create_endpoint
 from roost.server import build_app
+from roost.server.front import FrontSite
 
 from support import ServerProcess, free_port, start_server
 
@@ -29,10 +30,13 @@ def roost_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 
 class LocalServer:
-    """An aiohttp server for an Endpoint, run in the test's own event loop."""
+    """A server for an Endpoint, run in the test's own event loop: the front listener
+    as ``roost serve`` runs it (``lean=False``: aiohttp's own TCPSite, so upgrades take
+    the aiohttp WebSocket route)."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, lean: bool = True) -> None:
         self.endpoint = endpoint
+        self.lean = lean
         self.port = free_port()
         self.runner: web.AppRunner | None = None
 
@@ -49,7 +53,10 @@ class LocalServer:
             build_app(self.endpoint), handle_signals=False, shutdown_timeout=1.0
         )
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        if self.lean:
+            await FrontSite(self.runner, "127.0.0.1", self.port).start()
+        else:
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
         return self
 
     async def stop(self) -> None:
@@ -62,10 +69,12 @@ async def local_server() -> AsyncIterator[Callable[..., Any]]:
     """Factory: ``await local_server(endpoint=None, **limits)`` → a started LocalServer."""
     started: list[LocalServer] = []
 
-    async def make(endpoint: Endpoint | None = None, **limits: Any) -> LocalServer:
+    async def make(
+        endpoint: Endpoint | None = None, lean: bool = True, **limits: Any
+    ) -> LocalServer:
         if endpoint is None:
             endpoint = create_endpoint("local", MemoryBroker(), echo=True, limits=Limits(**limits))
-        server = await LocalServer(endpoint).start()
+        server = await LocalServer(endpoint, lean).start()
         started.append(server)
         return server
 

@@ -3,6 +3,7 @@ real nodes and a real Redis (and as a two-worker group), and the loader's errors
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from roost.application import Application, AppNotFound, load
 from roost.client import Client
+from roost.client.client import JoinRefused
 
 from support import ROOT, free_port, start_server, until, wait_http
 
@@ -156,3 +158,43 @@ def test_factories_and_decorators() -> None:
 
     assert app.router.match("a:1") is A and app.router.match("b:1") is None
     assert load("roost.chat:application").router.match("rooms:lobby") is not None
+
+
+async def test_the_example_with_its_backend_deciding_joins(redis_server: Any) -> None:
+    """The README's walk-through: the example's backend process decides joins on both nodes."""
+    port = free_port()
+    backend = subprocess.Popen(
+        [sys.executable, "examples/votes/backend.py", "--port", str(port), "--secret", "s3"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    hooks = ("--hook-join", f"http://127.0.0.1:{port}/join", "--hook-secret", "s3")
+    nodes = []
+    try:
+        nodes = [
+            start_server(SPEC, "--redis", redis_server.url, *hooks, node=name, env=ENV)
+            for name in ("b1", "b2")
+        ]
+        for server in nodes:
+            async with Client(server.ws_url, {"name": "ana"}) as ana:
+                reply = await _join_when_backend_is_up(ana, "poll:open")
+                assert reply["recovered"] is False and reply["history"] == []
+                with pytest.raises(JoinRefused) as closed:
+                    await ana.channel("poll:closed-lunch", {}).join()
+                assert closed.value.response == {"reason": "this poll is closed"}
+    finally:
+        for server in nodes:
+            server.stop()
+        backend.kill()
+        backend.wait(5)
+
+
+async def _join_when_backend_is_up(client: Client, topic: str) -> Any:
+    for _ in range(100):  # the backend process may still be starting: fail closed, retry
+        try:
+            return await client.channel(topic, {}).join()
+        except JoinRefused as exc:
+            assert exc.response == {"reason": "temporarily unavailable"}, exc.response
+            await asyncio.sleep(0.1)
+    raise AssertionError("the backend never answered")

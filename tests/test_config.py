@@ -50,3 +50,10 @@ def test_environment_variables_reach_the_config(monkeypatch: pytest.MonkeyPatch)
     assert seen.pop("app_spec") is None  # serve's MODULE:NAME argument, not an option
     cfg = ServeConfig(**seen)  # type: ignore[arg-type]
     assert (cfg.msg_rate, cfg.port, cfg.allowed_origins) == (7.5, 4100, ("https://a.example",))
+
+
+def test_no_two_options_share_a_flag_or_a_variable() -> None:
+    flags = [opt.flag for _, _, opt in options()]
+    envs = [opt.env for _, _, opt in options()]
+    assert len(flags) == len(set(flags)), sorted(f for f in flags if flags.count(f) > 1)
+    assert len(envs) == len(set(envs)), sorted(e for e in envs if envs.count(e) > 1)

@@ -46,6 +46,7 @@ RANKS: dict[str, float] = {
     "client": 3,
     "cluster": 3,
     "inspector": 3,
+    "inspect_phoenix": 3.5,  # roost inspect --wire phoenix: an Inspector of its own
     "publisher": 3,
     # every option of roost serve, with defaults read from where they are used
     "config": 4,

@@ -115,8 +115,10 @@ async def test_handler_crash_errors_the_channel_not_the_socket(
     await ws.close()
 
 
-async def test_idle_socket_is_closed(local_server: Any) -> None:
-    server = await local_server(idle_timeout=0.3)
+@pytest.mark.parametrize("lean", [True, False])
+async def test_idle_socket_is_closed(local_server: Any, lean: bool) -> None:
+    """On both WebSocket paths (the front's WsConn, aiohttp's route): one idle wheel."""
+    server = await local_server(lean=lean, idle_timeout=0.3)
     ws = await RawSocket.connect(server.ws_url)
     assert await ws.expect_closed() == 1001
     await ws.close()
@@ -125,6 +127,7 @@ async def test_idle_socket_is_closed(local_server: Any) -> None:
 def test_heartbeats_keep_socket_alive() -> None:
     """The idle timer against a clock the test moves (no sleeping): frames push the
     deadline on; silence past it closes with 1001."""
+    from roost.server.idle import IdleWheel
     from roost.server.websocket import IdleTimer
 
     class Loop:
@@ -135,8 +138,8 @@ def test_heartbeats_keep_socket_alive() -> None:
         def time(self) -> float:
             return self.now
 
-        def call_at(self, when: float, callback: Any) -> Any:
-            self.timers.append((when, callback))
+        def call_at(self, when: float, callback: Any, *args: Any) -> Any:
+            self.timers.append((when, lambda: callback(*args)))
             return type("Handle", (), {"cancel": lambda self: None})()
 
         def run_until(self, t: float) -> None:
@@ -153,12 +156,15 @@ def test_heartbeats_keep_socket_alive() -> None:
             self.closed = (code, reason)
 
     loop, wire = Loop(), Wire()
-    timer = IdleTimer(wire, 0.4, loop)
+    wheel = IdleWheel(0.4, loop)  # ticks of 0.1 s
+    timer = IdleTimer(wire, wheel)
     for i in range(1, 7):  # a heartbeat every 0.15 s for 0.9 s: past the timeout, alive
         loop.run_until(0.15 * i)
         timer.touch()
     assert wire.closed is None
-    loop.run_until(0.9 + 0.4)  # then silence
+    loop.run_until(0.9 + 0.4 - 0.05)  # then silence: not yet
+    assert wire.closed is None
+    loop.run_until(0.9 + 0.4 + 0.1)  # closed within a tick of the deadline
     assert wire.closed == (1001, "idle timeout")
 
 

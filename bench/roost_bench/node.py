@@ -71,20 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     endpoint.router.channel("bench:*", BenchChannel)
     app = build_app(endpoint)
 
-    from aiohttp import web
-
     from roost.brokers.redis import DuplicateNodeError
+    from roost.server.run import run
 
     try:
-        web.run_app(
-            app,
-            host=args.host,
-            port=args.port,
-            print=None,
-            access_log=None,
-            handle_signals=True,
-            shutdown_timeout=3.0,
-        )
+        run(app, args.host, args.port)  # as ``roost serve``: the front listener
     except DuplicateNodeError as exc:
         log.error("%s", exc)
         return 1

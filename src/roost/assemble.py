@@ -25,9 +25,20 @@ def broker(cfg: ServeConfig, role: Role | None = None) -> Broker:
         return MemoryBroker()
     from .brokers.redis import Keys, RedisBroker
 
-    return RedisBroker(
+    kind: type[RedisBroker] = RedisBroker
+    wire: dict[str, Any] = {"mode": cfg.pubsub_mode}
+    if cfg.redis_wire == "phoenix":
+        from .brokers.redis.phoenix import PhoenixWireBroker
+
+        kind = PhoenixWireBroker
+        wire = {
+            "pubsub": cfg.phoenix_pubsub,
+            "channel": cfg.phoenix_channel or None,
+            "compression": cfg.phoenix_compression,
+        }
+    made: RedisBroker = kind(
         cfg.redis_url,
-        mode=cfg.pubsub_mode,
+        **wire,
         keys=Keys(cfg.redis_prefix, cfg.app_name),
         probe_interval=cfg.probe_interval,
         timeout=cfg.redis_timeout,
@@ -38,6 +49,7 @@ def broker(cfg: ServeConfig, role: Role | None = None) -> Broker:
         takeover=role.takeover if role is not None else None,
         **cfg.redis_tls(),  # type: ignore[arg-type]
     )
+    return made
 
 
 def application(cfg: ServeConfig) -> Application:

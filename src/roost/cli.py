@@ -104,7 +104,9 @@ def serve(app_spec: str | None, **given: Any) -> None:
         cfg.app or "chat",
         cfg.host,
         cfg.port,
-        f"redis/{cfg.pubsub_mode}" if cfg.redis_url else "memory",
+        (f"redis/{cfg.pubsub_mode}" if cfg.redis_wire == "roost" else "redis/phoenix")
+        if cfg.redis_url
+        else "memory",
         uv,
     )
     from .brokers.redis import ClusterRefused, DuplicateNodeError
@@ -122,11 +124,6 @@ def serve(app_spec: str | None, **given: Any) -> None:
 
 def _split(text: str) -> list[str]:
     return expand((text,))
-
-
-#: Connections the kernel queues before roost accepts them: a reconnect storm of tens of
-#: thousands of clients overflows a small queue into SYN retries (seconds each).
-BACKLOG = 4096
 
 
 @main.command()
@@ -154,22 +151,12 @@ def _run(
     reuse_port: bool = False,
     sock: pysocket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT: on ``host:port`` (with SO_REUSEPORT if asked), or on
-    the listening socket ``sock`` (a worker of a shared socket)."""
-    from aiohttp import web
+    """Serve until SIGTERM/SIGINT: WebSocket upgrades on the lean path, the rest by aiohttp
+    (server/front.py). ``reuse_port`` binds with SO_REUSEPORT; ``sock`` serves an inherited
+    listening socket instead of binding."""
+    from .server.run import run
 
-    web.run_app(
-        app,
-        host=None if sock is not None else host,
-        port=None if sock is not None else port,
-        sock=sock,
-        reuse_port=reuse_port or None,
-        backlog=BACKLOG,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=3.0,
-    )
+    run(app, host, port, reuse_port=reuse_port, sock=sock)
 
 
 @main.command()
@@ -221,6 +208,16 @@ def chat(url: str, room: str, user: str | None, send_text: str | None) -> None:
     default="",
     help="Verify envelope HMACs; failures are flagged on their line.",
 )
+@click.option(
+    "--wire",
+    "--redis-wire",
+    "redis_wire",
+    type=click.Choice(["roost", "phoenix"]),
+    default="roost",
+    show_default=True,
+    help="phoenix: phoenix_pubsub_redis messages, printed as the article's redis_print.",
+)
+@config_options(only={"phoenix_pubsub", "phoenix_channel"})
 def inspect_command(
     redis_url: str,
     app_name: str,
@@ -234,12 +231,18 @@ def inspect_command(
     redis_cert: str | None,
     redis_key: str | None,
     redis_signing_key: str,
+    redis_wire: str,
+    phoenix_pubsub: str,
+    phoenix_channel: str,
 ) -> None:
     """Print every broadcast crossing Redis, decoded: time, node, seq, topic, event, payload.
 
     Listens to both pubsub modes at once (the global channel and every topic channel).
+    With --redis-wire phoenix: every phoenix_pubsub_redis message on the Phoenix
+    channel, as the article's redis_print shows it (IO.inspect), or --json.
     """
     from .brokers.redis import Keys
+    from .brokers.redis.phoenix_codec import channel_for
     from .inspector import Options, run
 
     tls = {"ssl_ca_certs": redis_ca, "ssl_certfile": redis_cert, "ssl_keyfile": redis_key}
@@ -253,8 +256,50 @@ def inspect_command(
         max_payload,
         signing_key=redis_signing_key.encode() or None,
         connection={k: v for k, v in tls.items() if v},
+        phoenix_channel=phoenix_channel or channel_for(phoenix_pubsub),
     )
+    if redis_wire == "phoenix":
+        from .inspect_phoenix import PhoenixInspector
+
+        sys.exit(run(opts, PhoenixInspector))
     sys.exit(run(opts))
+
+
+@main.command("publish")
+@click.option("--redis", "redis_url", envvar="ROOST_REDIS_URL", default="redis://127.0.0.1:6379")
+@click.option("--app", "app_name", envvar="ROOST_APP", default="chat", show_default=True)
+@click.option("--prefix", "--redis-prefix", envvar="ROOST_REDIS_PREFIX", default="roost")
+@click.option("--pubsub-mode", type=click.Choice(["topic", "global"]), default="topic")
+@click.option("--store", is_flag=True, help="Keep it in the topic's history (roost wire).")
+@click.option("--wire", type=click.Choice(["roost", "phoenix"]), default="roost")
+@config_options(only={"phoenix_pubsub", "phoenix_channel"})
+@click.option("--node", default=None, help="The origin node name (Phoenix wire).")
+@click.option("--atom-keys", is_flag=True, help="Phoenix wire: the payload map's keys as atoms.")
+@click.argument("topic")
+@click.argument("event")
+@click.argument("payload", default="{}")
+def publish_command(
+    redis_url: str, app_name: str, prefix: str, pubsub_mode: str, store: bool, wire: str,
+    phoenix_pubsub: str, phoenix_channel: str, node: str | None, atom_keys: bool,
+    topic: str, event: str, payload: str,
+) -> None:  # fmt: skip
+    """Broadcast PAYLOAD (JSON) as EVENT to every member of TOPIC, on every node — roost's
+    or, with --wire phoenix, a Phoenix application's (roost.publish from the shell)."""
+    import orjson
+
+    from .publisher import publish
+
+    try:
+        value = orjson.loads(payload)
+        offset = publish(
+            redis_url, topic, event, value, app=app_name, prefix=prefix, mode=pubsub_mode,
+            store=store, wire=wire, phoenix_pubsub=phoenix_pubsub,
+            phoenix_channel=phoenix_channel or None, node=node, atom_keys=atom_keys,
+        )  # fmt: skip
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if offset is not None:
+        click.echo(offset)
 
 
 @main.command("cluster")

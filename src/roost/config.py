@@ -51,8 +51,8 @@ DEFAULT_WORKER_SOCKET = "reuseport" if sys.platform.startswith("linux") else "sh
 class ServeConfig:
     app: str = opt(
         "",
-        "--app",
-        "ROOST_APP",
+        "--application",
+        "ROOST_APPLICATION",
         "The application to serve, MODULE:NAME (a roost.Application, or a function returning "
         "one), also given as serve's argument [default: the chat].",
         show_default=False,
@@ -107,6 +107,36 @@ class ServeConfig:
         "topic: one Redis channel per topic, a node gets only rooms it has members in; "
         "global: one channel for everything (as phoenix_pubsub_redis).",
         choices=("topic", "global"),
+    )
+    redis_wire: str = opt(
+        "roost",
+        "--redis-wire",
+        "ROOST_REDIS_WIRE",
+        "roost: roost's own envelopes; phoenix: phoenix_pubsub_redis 3.x messages on "
+        "phx:Elixir.<--phoenix-pubsub>.Adapter, shared with Phoenix nodes, one channel for "
+        "every topic (--pubsub-mode does not apply; README: 'Running beside Phoenix').",
+        choices=("roost", "phoenix"),
+    )
+    phoenix_pubsub: str = opt(
+        "Chat.PubSub",
+        "--phoenix-pubsub",
+        "ROOST_PHOENIX_PUBSUB",
+        "The Phoenix application's PubSub name (with --redis-wire phoenix).",
+    )
+    phoenix_channel: str = opt(
+        "",
+        "--phoenix-channel",
+        "ROOST_PHOENIX_CHANNEL",
+        "The Redis channel itself, instead of the one --phoenix-pubsub names.",
+        show_default=False,
+    )
+    phoenix_compression: int = opt(
+        0,
+        "--phoenix-compression",
+        "ROOST_PHOENIX_COMPRESSION",
+        "zlib level of the terms roost publishes, 0-9 (phoenix_pubsub_redis's "
+        ":compression_level; compressed terms are always read).",
+        minimum=0,
     )
     app_name: str = opt(
         "chat", "--app", "ROOST_APP", "Application name in Redis channel names (<prefix>:<app>)."
@@ -370,6 +400,16 @@ class ServeConfig:
             raise ValueError("--require-token needs a secret (--secret or ROOST_SECRET)")
         if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
             raise ValueError("--redis-wait-timeout must be below --redis-timeout")
+        if self.redis_wire == "phoenix":
+            if not self.redis_url:
+                raise ValueError("--redis-wire phoenix needs --redis URL")
+            if self.redis_signing_key:
+                raise ValueError(
+                    "--redis-wire phoenix carries no signature (Phoenix has none): "
+                    "drop --redis-signing-key"
+                )
+            if self.phoenix_compression > 9:
+                raise ValueError("--phoenix-compression must be 0..9")
         count = self.worker_count()  # "two" or 0 is a usage error
         if count > 1 and not self.redis_url:
             raise ValueError(

@@ -60,6 +60,8 @@ class Options:
     max_payload: int = 400
     signing_key: bytes | None = None  # verify envelope HMACs (serve --redis-signing-key)
     connection: dict[str, Any] = field(default_factory=dict)  # e.g. ssl_ca_certs
+    #: The Phoenix channel ``inspect_phoenix.PhoenixInspector`` reads.
+    phoenix_channel: str = "phx:Elixir.Chat.PubSub.Adapter"
 
 
 class Fatal(Exception):
@@ -186,12 +188,14 @@ class Output:
             line.append(f"  gap: {gap} missed", "bold yellow")
         self._write_text(line)
 
-    def error(self, channel: str, data: bytes, reason: str) -> None:
+    def error(
+        self, channel: str, data: bytes, reason: str, wanted: str = "a roost envelope"
+    ) -> None:
         if self.opts.json:
             self._write_json(
                 {
                     "ts": now_ms(),
-                    "error": f"not a roost envelope: {reason}",
+                    "error": f"not {wanted}: {reason}",
                     "channel": channel,
                     "size": len(data),
                     "raw": _preview(data),
@@ -204,7 +208,7 @@ class Output:
         line.append(local_time(now_ms()), "dim")
         line.append("  ")
         line.append("ERROR", "bold red")
-        line.append(f"  {clean(channel)}: not a roost envelope ({reason}); ", "red")
+        line.append(f"  {clean(channel)}: not {wanted} ({reason}); ", "red")
         line.append(f"{len(data)} bytes: {_preview(data)}", "red")
         self._write_text(line)
 
@@ -256,10 +260,12 @@ class Inspector:
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await conn.send_command("SUBSCRIBE", self.global_channel)
-                await conn.send_command("PSUBSCRIBE", self.pattern)
+                pending = {"subscribe"}
+                if self.pattern:
+                    await conn.send_command("PSUBSCRIBE", self.pattern)
+                    pending.add("psubscribe")
                 self._last_reply = time.monotonic()
                 pinger = asyncio.get_running_loop().create_task(self._pinger(conn))
-                pending = {"subscribe", "psubscribe"}
                 while not self.done:
                     reply = await conn.read_response(disconnect_on_error=True)
                     self._last_reply = time.monotonic()
@@ -275,7 +281,8 @@ class Inspector:
                             was = "re" if self._ever_subscribed else ""
                             self._ever_subscribed = True
                             status(
-                                f"{was}subscribed to {self.global_channel} and {self.pattern} "
+                                f"{was}subscribed to {self.global_channel}"
+                                f"{' and ' + self.pattern if self.pattern else ''} "
                                 f"at {safe_url(self.opts.url)} (Ctrl-C to stop)"
                             )
                             attempt = 0
@@ -372,8 +379,8 @@ def safe_url(url: str) -> str:
     return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
 
 
-async def _main(opts: Options) -> None:
-    inspector = Inspector(opts)
+async def _main(opts: Options, kind: type[Inspector]) -> None:
+    inspector = kind(opts)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
@@ -383,10 +390,10 @@ async def _main(opts: Options) -> None:
         await inspector.run()
 
 
-def run(opts: Options) -> int:
+def run(opts: Options, kind: type[Inspector] = Inspector) -> int:
     """Run the inspector; returns the process exit code."""
     try:
-        asyncio.run(_main(opts))
+        asyncio.run(_main(opts, kind))
     except KeyboardInterrupt:
         return 0
     except Fatal as exc:

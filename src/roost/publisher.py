@@ -13,6 +13,12 @@ out as SPUBLISH on the topic's sharded channel and the stored one through the sh
 history script, each sent to the master of the topic's slot; a plain PUBLISH would
 reach no node there. Passing ``client`` (a ``Redis`` or a ``RedisCluster``) skips the
 detection: a ``RedisCluster`` client is taken for a cluster.
+
+``wire="phoenix"`` pushes into a Phoenix application's channels instead, through its
+Redis: the message phoenix_pubsub_redis 3.x publishes for ``Endpoint.broadcast`` on
+``phx:Elixir.<phoenix_pubsub>.Adapter`` (``phoenix_channel`` to name the channel
+itself), from node ``node``; the payload (a JSON object, or bytes) arrives as a map with
+binary keys, or atom keys with ``atom_keys=True``. No history, no signature there.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from .brokers.redis import codec
+from .brokers.redis import codec, phoenix_codec
 from .brokers.redis.cluster import PUBLISH_STORED_SHARDED, is_cluster
 from .brokers.redis.connection import RedisConnection
 from .brokers.redis.history import PUBLISH_STORED
 from .brokers.redis.keys import Keys
 from .protocol import Encoded
+from .protocol.etf import EtfError
 from .pubsub import Envelope, HistoryPolicy
 
 _SEQ = itertools.count(1)
@@ -52,8 +59,29 @@ async def publish_async(
     history: HistoryPolicy | None = None,
     signing_key: bytes | None = None,
     client: aioredis.Redis | RedisCluster | None = None,
+    wire: str = "roost",
+    phoenix_pubsub: str = "Chat.PubSub",
+    phoenix_channel: str | None = None,
+    node: str | None = None,
+    atom_keys: bool = False,
+    compressed: int = 0,
 ) -> int | None:
     """Publish one broadcast; return its history offset when ``store``, else None."""
+    if wire == "phoenix":
+        if store or signing_key is not None:
+            raise ValueError("Phoenix's wire has no history and no signature")
+        channel = phoenix_channel or phoenix_codec.channel_for(phoenix_pubsub)
+        try:
+            data = phoenix_codec.encode_broadcast(
+                node or NODE, topic, event, Encoded.of(payload),
+                compressed=compressed, atom_keys=atom_keys,
+            )  # fmt: skip
+        except EtfError as exc:  # a payload Phoenix cannot take (not a JSON object)
+            raise ValueError(str(exc)) from None
+        await _publish_raw(redis_url, client, channel, data)
+        return None
+    if wire != "roost":
+        raise ValueError(f"wire must be roost or phoenix, not {wire!r}")
     keys = Keys(prefix, app)
     channel = keys.global_channel if mode == "global" else keys.topic_channel(topic)
     encoded = Encoded.of(payload)
@@ -90,6 +118,20 @@ async def publish_async(
             if cluster:
                 await r.aclose()
             await probe.close()
+
+
+async def _publish_raw(
+    redis_url: str, client: aioredis.Redis | RedisCluster | None, channel: str, data: bytes
+) -> None:
+    """A plain PUBLISH (on a cluster, Redis copies it to every node, as Phoenix needs)."""
+    if client is not None:
+        await client.execute_command("PUBLISH", channel, data)
+        return
+    probe = RedisConnection(redis_url, pool_size=1)
+    try:
+        await probe.redis.publish(channel, data)
+    finally:
+        await probe.close()
 
 
 async def _connect(redis_url: str) -> tuple[aioredis.Redis | RedisCluster, RedisConnection]:

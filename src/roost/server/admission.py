@@ -14,7 +14,7 @@ one of its tokens, refused ones too, so a client cannot probe for free.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from aiohttp import hdrs, web
 
@@ -22,6 +22,11 @@ from ..channels import ConnectRefused, Endpoint
 from ..protocol import ProtocolError, Serializer, for_vsn
 from ..security.clientip import client_key
 from ..security.clientlimit import ClientBuckets, retry_after
+
+if TYPE_CHECKING:
+    from .handshake import HandshakeRequest
+
+Request = Union[web.Request, "HandshakeRequest"]  # the aiohttp route's, or the front's
 
 log = logging.getLogger("roost.admission")
 
@@ -38,12 +43,12 @@ def client_buckets(endpoint: Endpoint) -> ClientBuckets:
     return ClientBuckets(endpoint.limits.conn_rate, endpoint.limits.conn_burst)
 
 
-def client_of(request: web.Request) -> str | None:
+def client_of(request: Request) -> str | None:
     """The client as limits count it (``Socket.peer``): IPv4 address or IPv6 /64."""
     return _client(request)[1]
 
 
-def _client(request: web.Request) -> tuple[str | None, str | None]:
+def _client(request: Request) -> tuple[str | None, str | None]:
     found = request.get(_CLIENT)
     if found is None:
         proxies = request.app[ENDPOINT_KEY].proxies
@@ -53,7 +58,7 @@ def _client(request: web.Request) -> tuple[str | None, str | None]:
     return found
 
 
-def _too_many(request: web.Request, endpoint: Endpoint, reason: str, after: str) -> web.Response:
+def _too_many(request: Request, endpoint: Endpoint, reason: str, after: str) -> web.Response:
     endpoint.stats.throttled += 1
     request[_RETRY_AFTER] = after
     return web.Response(status=429, text=reason + "\n", headers={"Retry-After": after})
@@ -68,7 +73,7 @@ async def carry_retry_after(request: web.Request, response: web.StreamResponse) 
 
 
 async def admit(
-    request: web.Request,
+    request: Request,
     endpoint: Endpoint,
     params: dict[str, str],
     auth_token: str | None,

@@ -13,6 +13,8 @@ from . import api
 from .admission import BUCKETS_KEY, ENDPOINT_KEY, carry_retry_after, client_buckets
 from .api import API_KEY, MAX_BODY
 from .drain import drain
+from .front import WS_PATH_KEY
+from .idle import IDLE_KEY, IdleWheel
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
 from .metrics import Metrics
 from .siblings import Siblings
@@ -116,7 +118,9 @@ def build_app(
     app.on_response_prepare.append(carry_retry_after)
     app[ENDPOINT_KEY] = endpoint
     app[FLUSHER_KEY] = Flusher()
+    app[IDLE_KEY] = IdleWheel(endpoint.limits.idle_timeout)
     app[BUCKETS_KEY] = client_buckets(endpoint)
+    app[WS_PATH_KEY] = f"{mount}/websocket"
     app.router.add_get(f"{mount}/websocket", websocket_handler)
     longpoll = LongPollManager(endpoint, longpoll_window, SessionTokens(longpoll_key))
     app[LONGPOLL_KEY] = longpoll

@@ -1,8 +1,13 @@
-"""``GET /socket/websocket``: the Phoenix WebSocket transport on aiohttp."""
+"""``GET /socket/websocket`` on aiohttp: the upgrades the front listener leaves to aiohttp.
+
+``roost serve`` answers WebSocket upgrades itself (front.py, wsconn.py); this route serves
+an upgrade on a keep-alive connection that began with another request, a head the
+front does not parse, and in-process tests. Both paths share the token, admission and
+message handling (``subprotocol_token``, ``admit``, ``handle_one``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
@@ -10,10 +15,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..channels import CloseSocket, Socket
+from ..channels import Socket
 from ..protocol import BINARY, TEXT
-from ..protocol.close import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TOO_BIG
+from ..protocol.close import CLOSE_TOO_BIG
 from .admission import ENDPOINT_KEY, admit, client_of
+from .idle import IDLE_KEY, IdleWheel
+from .wsconn import handle_one
 from .wswire import WS_KINDS, Flusher, WsWire
 
 log = logging.getLogger("roost.websocket")
@@ -80,7 +87,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     stats.connections_total += 1
     socket = Socket(endpoint, wire, assigns, client_of(request))
     endpoint.sockets.add(socket)
-    idle = IdleTimer(wire, limits.idle_timeout)
+    idle = IdleTimer(wire, request.app[IDLE_KEY])
     # The read loop lives here, not in a helper: every idle connection keeps this
     # coroutine suspended, and each extra frame in the chain costs memory.
     try:
@@ -96,15 +103,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 break
             else:  # CLOSE, CLOSING, CLOSED
                 break
-            try:
-                await socket.handle(opcode, data)
-            except CloseSocket as exc:
-                log.info("closing socket code=%d: %s", exc.code, exc.reason)
-                wire.close(exc.code, exc.reason[:100])
-                break
-            except Exception:
-                log.exception("socket handler failed")
-                wire.close(CLOSE_INTERNAL, "internal error")
+            if not await handle_one(socket, wire, opcode, data):
                 break
     finally:
         idle.cancel()
@@ -115,36 +114,25 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 class IdleTimer:
-    """Closes a socket that sent nothing for ``timeout`` seconds (1001).
+    """The aiohttp route's entry on the app's idle wheel (closes 1001 after silence)."""
 
-    One timer per socket, re-armed lazily: a frame only stores the time it arrived;
-    when the timer fires it either closes the socket or sets itself for the new
-    deadline. No timeout object per receive, nothing that walks all sockets. ``loop``
-    (anything with ``time()`` and ``call_at()``) is the running loop unless a test
-    passes its own clock.
-    """
+    __slots__ = ("last", "tick", "wheel", "wire")
 
-    __slots__ = ("handle", "last", "loop", "timeout", "wire")
-
-    def __init__(self, wire: Any, timeout: float, loop: Any = None) -> None:
-        self.loop = loop if loop is not None else asyncio.get_running_loop()
+    def __init__(self, wire: Any, wheel: IdleWheel) -> None:
         self.wire = wire
-        self.timeout = timeout
-        self.last = self.loop.time()
-        self.handle = self.loop.call_at(self.last + timeout, self._check)
+        self.wheel = wheel
+        self.last = 0.0
+        self.tick = 0
+        wheel.add(self)
 
     def touch(self) -> None:
-        self.last = self.loop.time()
+        self.last = self.wheel.loop.time()
 
-    def _check(self) -> None:
-        deadline = self.last + self.timeout
-        if self.loop.time() >= deadline:
-            self.wire.close(CLOSE_GOING_AWAY, "idle timeout")
-        else:
-            self.handle = self.loop.call_at(deadline, self._check)
+    def idle_close(self, code: int, reason: str) -> None:
+        self.wire.close(code, reason)
 
     def cancel(self) -> None:
-        self.handle.cancel()
+        self.wheel.remove(self)
 
 
 def _close_for_error(ws: web.WebSocketResponse, wire: WsWire, exc: object) -> None:
