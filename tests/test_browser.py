@@ -200,24 +200,50 @@ def test_two_pages_same_room(server: ServerProcess, open_chat: Callable[..., Cha
         assert all(any(ch.isdigit() for ch in t) for t in times), times
 
 
-def test_username_remembered_and_rename(
+def test_username_asked_first_remembered_and_rename(
     server: ServerProcess, open_chat: Callable[..., Chat]
 ) -> None:
-    chat = open_chat(f"{server.url}/rooms/names")
+    """A first visit asks for the name before joining anything; a rename in the room is
+    announced and moves the online list in place: one name everywhere."""
+    url = f"{server.url}/rooms/names"
+    watcher = open_chat(url, user="wendy")
+    watcher.wait_connected()
+    chat = open_chat(url)
+    gate = chat.page.locator("#name-gate")
+    expect(gate).to_be_visible()
+    expect(chat.page.locator("#status")).not_to_have_attribute("data-state", "connected")
+    chat.page.locator("#name-go").click()  # nothing typed: asked again, nothing joined
+    expect(chat.page.locator("#name-error")).to_have_text("type a name")
+    expect(gate).to_be_visible()
+    chat.page.locator("#name-input").fill("carol")
+    chat.page.locator("#name-input").press("Enter")
+    expect(gate).to_be_hidden()
     chat.wait_connected()
-    assert chat.page.locator("#username").input_value().startswith("guest-")
-    name = chat.page.locator("#username")
-    name.fill("carol")
-    name.press("Enter")  # commits the name and rejoins under it
-    expect(entered(chat.page, "carol")).to_be_visible(timeout=WAIT_MS)
-    chat.wait_connected()
+    expect(chat.page.locator("#username")).to_have_value("carol")
+    expect(entered(watcher.page, "carol")).to_be_visible(timeout=WAIT_MS)
+    # nobody ever saw a made-up guest name
+    assert watcher.page.locator("#messages li.entered em", has_text="guest-").count() == 0
     chat.send("carol here")
-    expect(chat.page.locator("#messages li.msg")).to_contain_text("[carol] carol here")
+    expect(watcher.page.locator("#messages li.msg")).to_contain_text("[carol] carol here")
+
+    name = chat.page.locator("#username")
+    name.fill("carla")
+    name.press("Enter")  # commits the name: announced to the room, no rejoin
+    for page in (watcher.page, chat.page):
+        expect(page.locator("#messages li.renamed em")).to_have_text(
+            "[carol] is now [carla]", timeout=WAIT_MS
+        )
+        expect(page.locator("#online-list li[data-user='carla']")).to_have_count(1)
+        expect(page.locator("#online-list li[data-user='carol']")).to_have_count(0)
+    chat.send("carla now")
+    expect(watcher.page.locator("#messages li.msg").last).to_contain_text("[carla] carla now")
+    assert watcher.page.locator("#messages li.entered").count() == 2  # carol once, no rejoin
 
     chat.page.reload()
-    expect(chat.page.locator("#username")).to_have_value("carol")
+    expect(chat.page.locator("#name-gate")).to_be_hidden()
+    expect(chat.page.locator("#username")).to_have_value("carla")
     chat.wait_connected()
-    expect(entered(chat.page, "carol")).to_be_visible(timeout=WAIT_MS)
+    expect(entered(watcher.page, "carla")).to_be_visible(timeout=WAIT_MS)
 
 
 def test_room_switcher(server: ServerProcess, open_chat: Callable[..., Chat]) -> None:

@@ -28,11 +28,13 @@ from ..pubsub.envelope import Envelope
 from ..pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
+    Page,
     Position,
     Recovery,
     StoredMessage,
     empty_epoch,
     new_epoch,
+    page_of,
     recover_from,
     with_offset,
 )
@@ -159,6 +161,17 @@ class MemoryBroker(Broker):
             since, Position(state.offset, state.epoch), list(state.messages), policy, now
         )
 
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        now = _now_ms()
+        state = self.hub.topics.get(topic)
+        if state is None:
+            current = Position(0, empty_epoch(self.hub.generation, now))
+            return page_of(epoch, before, limit, current, [], policy, now)
+        current = Position(state.offset, state.epoch)
+        return page_of(epoch, before, limit, current, list(state.messages), policy, now)
+
 
 def _size(m: StoredMessage) -> int:
     return len(m.event) + len(m.payload)
@@ -197,3 +210,12 @@ class MemoryPresenceStore:
 
     async def list(self, topic: str) -> list[Entry]:
         return list(self._topics.get(topic, {}).values())
+
+    async def occupancy(self, prefix: str, scan: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for topic, entries in self._topics.items():
+            if len(found) >= scan:
+                break
+            if topic.startswith(prefix):
+                found[topic] = len(entries)
+        return found

@@ -8,6 +8,7 @@ import orjson
 
 from ..protocol import Encoded, Ref
 from ..pubsub import HistoryPolicy, HistoryUnavailable, Position, Recovery
+from ..pubsub.history import MAX_PAGE
 from .lifecycle import ChannelEvent, ChannelState, advance
 from .reply import JoinError, Reply
 
@@ -28,6 +29,30 @@ def parse_since(value: Any) -> Position | None:
     if not isinstance(epoch, str) or not epoch or len(epoch) > 64:
         raise JoinError("invalid since")
     return Position(offset, epoch)
+
+
+#: The largest ``before`` a page request may name (JavaScript's safe integers).
+MAX_OFFSET = 2**53 - 1
+INVALID_PAGE = {"reason": "invalid page"}
+
+
+def parse_page(value: Any) -> tuple[int, int, str] | None:
+    """A page request ``{"before": N >= 1, "limit": 1..100 (50), "epoch": "..."}`` →
+    (before, limit, epoch), or None when it is not one."""
+    if not isinstance(value, dict):
+        return None
+    before, limit, epoch = value.get("before"), value.get("limit", 50), value.get("epoch")
+
+    def whole(n: Any, low: int, high: int) -> int | None:
+        ok = isinstance(n, int) and not isinstance(n, bool) and low <= n <= high
+        return n if ok else None
+
+    start, count = whole(before, 1, MAX_OFFSET), whole(limit, 1, MAX_PAGE)
+    if start is None or count is None:
+        return None
+    if not isinstance(epoch, str) or not epoch or len(epoch) > 64:
+        return None
+    return start, count, epoch
 
 
 class Channel:
@@ -199,6 +224,37 @@ class Channel:
             "epoch": recovery.position.epoch,
             "recovered": recovery.recovered,
         }
+
+    async def page(self, payload: Any) -> Reply:
+        """Older history, a page at a time: ``return await self.page(payload)`` from
+        ``handle_in`` (the chat answers its ``history`` push with it).
+
+        ``payload``: ``{"before": N, "limit": L, "epoch": E}`` — the offset of the
+        oldest message the client holds, how many to read (1-100, default 50) and the
+        epoch of its join reply. The ok reply: ``history`` (up to L stored payloads
+        before N, oldest first, each with its ``offset``), ``epoch`` (the topic's),
+        ``beginning`` (nothing older is kept) and ``reset`` (E is no longer the topic's
+        epoch: its history is gone, no messages). Errors: ``invalid page``,
+        ``temporarily unavailable`` (the broker could not read). Pushes are rate-limited
+        per socket (``--msg-rate``), and a page is read from the topic's stream only.
+        """
+        request = parse_page(payload)
+        if request is None:
+            return Reply.error(INVALID_PAGE)
+        before, limit, epoch = request
+        endpoint = self.socket.endpoint
+        try:
+            page = await endpoint.pubsub.page(self.topic, before, limit, epoch, endpoint.history)
+        except HistoryUnavailable:
+            return Reply.error({"reason": "temporarily unavailable"})
+        return Reply.ok(
+            {
+                "history": [orjson.Fragment(m.payload) for m in page.messages],
+                "epoch": page.epoch,
+                "beginning": page.beginning,
+                "reset": page.reset,
+            }
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.topic} join_ref={self.join_ref}>"

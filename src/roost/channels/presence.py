@@ -21,7 +21,8 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import Container
+import time
+from collections.abc import Callable, Container
 from typing import Any
 
 from ..pubsub import PubSub
@@ -50,10 +51,24 @@ class Presence:
     before its leaves and matches metas by phx_ref, so merging is safe.
     """
 
-    def __init__(self, pubsub: PubSub, store: PresenceStore, batch: float = 0.05) -> None:
+    def __init__(
+        self,
+        pubsub: PubSub,
+        store: PresenceStore,
+        batch: float = 0.05,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        occupancy_ttl: float = 2.0,
+    ) -> None:
         self.pubsub = pubsub
         self.store = store  # the broker's (``Broker.presence_store``)
         self.batch = batch
+        self.clock = clock
+        self.occupancy_ttl = occupancy_ttl
+        # prefix → (when read, topic → connections): ``busiest`` reads the store once
+        # per ``occupancy_ttl`` however many ask
+        self._occupancy: dict[str, tuple[float, dict[str, int]]] = {}
+        self._occupancy_lock = asyncio.Lock()
         # channel → {key: [ref, ...]} for what this node tracked
         self._tracked: dict[PresenceChannel, dict[str, list[str]]] = {}
         self._batches: dict[str, tuple[builtins.list[Entry], builtins.list[Entry]]] = {}
@@ -164,6 +179,19 @@ class Presence:
 
     async def list(self, topic: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
         return group(await self.store.list(topic))
+
+    async def busiest(self, prefix: str, scan: int = 1000) -> builtins.list[tuple[str, int]]:
+        """Topics with ``prefix`` and their live connections on every node, the busiest
+        first (ties by name). At most ``scan`` topics are looked at, and the store is
+        read at most once per ``occupancy_ttl`` on this node (requests in between get
+        that reading). Raises what the store raises (Redis down)."""
+        async with self._occupancy_lock:
+            cached = self._occupancy.get(prefix)
+            now = self.clock()
+            if cached is None or not 0 <= now - cached[0] < self.occupancy_ttl:
+                cached = (now, await self.store.occupancy(prefix, scan))
+                self._occupancy[prefix] = cached
+        return sorted(cached[1].items(), key=lambda item: (-item[1], item[0]))
 
     async def push_state(self, channel: PresenceChannel) -> None:
         try:

@@ -12,6 +12,7 @@ from ..channels.channel import parse_since
 from ..channels.presence import Presence
 from ..pubsub import HistoryUnavailable, Position
 from . import validate
+from .directory import listing
 
 log = logging.getLogger("roost.chat")
 
@@ -107,14 +108,22 @@ class RoomChannel(Channel):
         name = self.user or "anonymous"
         await self.broadcast("user:entered", {"user": name, "verified": self.verified})
         if self.socket.endpoint.presence is not None:
-            meta = {
-                "online_at": str(int(time.time() * 1000)),
-                "node": self.node,
-                "verified": self.verified,
-            }
-            await self.track(name, meta)
+            await self.track(name, self._meta())
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "online_at": str(int(time.time() * 1000)),
+            "node": self.node,
+            "verified": self.verified,
+        }
 
     async def handle_in(self, event: str, payload: Any, ref: str | None) -> Reply | None:
+        if event == "history":
+            return await self.page(payload)
+        if event == "rename":
+            return await self.rename(payload)
+        if event == "rooms":
+            return await self.directory()
         if event != "new:msg":
             return Reply.error({"reason": "unknown event"})
         try:
@@ -139,6 +148,46 @@ class RoomChannel(Channel):
         except HistoryUnavailable:
             return Reply.error({"reason": "temporarily unavailable"})
         return Reply.ok({"id": msg_id})
+
+    async def rename(self, payload: Any) -> Reply:
+        """``rename`` ``{"user": NEW}``: the room is told ``user:renamed`` ``{from, to,
+        verified}`` and the online list moves the connection to the new name (one
+        presence diff: the old name's leave, the new one's join); messages from now on
+        carry it. A token's name cannot change; a guest may not take a verified
+        member's name (as at join)."""
+        if self.verified:
+            return Reply.error({"reason": "a verified name cannot change"})
+        try:
+            name = validate.user_name(payload.get("user") if isinstance(payload, dict) else None)
+        except validate.Invalid as exc:
+            return Reply.error({"reason": exc.reason})
+        if name is None:
+            return Reply.error({"reason": "invalid user"})
+        old = self.user or "anonymous"
+        if name == old:
+            return Reply.ok({"user": name})
+        refusal = await self.guest_refusal(name)
+        if refusal is not None:
+            return Reply.error({"reason": refusal})
+        self.user = name
+        await self.broadcast("user:renamed", {"from": old, "to": name, "verified": False})
+        presence = self.socket.endpoint.presence
+        if presence is not None:  # (batched into one diff: the leave and the join)
+            await presence.untrack(self, old)
+            await presence.track(self, name, self._meta())
+        return Reply.ok({"user": name})
+
+    async def directory(self) -> Reply:
+        """``rooms``: the busiest public rooms, ``{"rooms": [{"room", "online"}, ...]}``."""
+        presence = self.socket.endpoint.presence
+        if not isinstance(presence, Presence):
+            return Reply.ok({"rooms": []})
+        try:
+            rooms = await listing(presence, self.socket.endpoint.settings.get("chat"))
+        except Exception:
+            log.warning("presence unavailable: no room directory")
+            return Reply.error({"reason": "temporarily unavailable"})
+        return Reply.ok({"rooms": rooms})
 
 
 __all__ = ["Position", "RoomChannel", "message_id"]

@@ -6,6 +6,7 @@ from .fanout import fastlane
 from .history import (
     HistoryPolicy,
     HistoryUnavailable,
+    Page,
     Position,
     Recovery,
     StoredMessage,
@@ -21,6 +22,7 @@ __all__ = [
     "HistoryPolicy",
     "HistoryUnavailable",
     "Lost",
+    "Page",
     "Position",
     "PubSub",
     "Recovery",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from .envelope import Envelope
-from .history import HistoryPolicy, Position, Recovery
+from .history import HistoryPolicy, HistoryUnavailable, Page, Position, Recovery
 from .presence import PresenceStore
 
 Deliver = Callable[[Sequence[Envelope]], None]
@@ -65,6 +65,15 @@ class Broker(Protocol):
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         """Everything after ``since``, or the latest messages (see ``recover_from``)."""
         ...
+
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        """Up to ``limit`` stored messages before offset ``before``, oldest first, if
+        ``epoch`` is still the topic's (see ``history.page_of``); the position and the
+        messages read together. Raises HistoryUnavailable when it cannot read (the
+        default: a broker that keeps no history to page through)."""
+        raise HistoryUnavailable("this broker does not page history")
 
     # -- optional: the defaults suit a broker with no connection and no shared state --
     @property

@@ -129,3 +129,53 @@ def recover_from(
     if [m.offset for m in missed] != list(range(since.offset + 1, current.offset + 1)):
         return latest
     return Recovery(current, True, missed)
+
+
+# -- paging: older messages, a page at a time --------------------------------------------
+
+#: The most messages one page may ask for.
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    """Stored messages before an offset, oldest first.
+
+    ``epoch``: the topic's current epoch. ``beginning``: nothing older is kept (the
+    history starts here, or the rest was trimmed). ``reset``: the client's epoch is not
+    the topic's (the history it paged through is gone): no messages, page from the new
+    epoch's latest instead.
+    """
+
+    messages: list[StoredMessage]
+    epoch: str
+    beginning: bool
+    reset: bool = False
+
+
+def same_epoch(client: str, current: str, max_age_ms: int) -> bool:
+    """Offsets of ``client``'s epoch mean the same messages in ``current``: the same
+    epoch, or a cursor begun on the empty topic whose first history ``current`` is."""
+    if client == current:
+        return True
+    return is_empty(client) and first_after(client, current, max_age_ms)
+
+
+def page_of(
+    epoch: str,
+    before: int,
+    limit: int,
+    current: Position,
+    window: list[StoredMessage],
+    policy: HistoryPolicy,
+    now_ms: int,
+) -> Page:
+    """Up to ``limit`` messages before offset ``before``, from ``window`` (stored
+    messages in offset order: all of them, or at least the ``limit + 1`` newest before
+    ``before``), for a client that read the topic in ``epoch``."""
+    if not same_epoch(epoch, current.epoch, policy.max_age_ms):
+        if is_empty(epoch) and is_empty(current.epoch):
+            return Page([], current.epoch, True)  # nothing was ever stored: the beginning
+        return Page([], current.epoch, False, reset=True)
+    older = [m for m in window if m.offset < before and now_ms - m.ts_ms <= policy.max_age_ms]
+    return Page(older[-limit:], current.epoch, len(older) <= limit)

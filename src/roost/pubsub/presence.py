@@ -40,6 +40,12 @@ class PresenceStore(Protocol):
 
     async def list(self, topic: str) -> list[Entry]: ...
 
+    async def occupancy(self, prefix: str, scan: int) -> dict[str, int]:
+        """Topics starting with ``prefix`` that have entries, each with how many live
+        entries (connections) it has, on every node. Bounded: at most ``scan`` topics
+        with entries are looked at (which ones, past that, is up to the store)."""
+        ...
+
 
 def group(entries: list[Entry]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Entries → ``{key: {"metas": [meta, ...]}}``."""

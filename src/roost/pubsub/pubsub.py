@@ -11,7 +11,7 @@ from ..protocol import Encoded
 from .broker import Broker
 from .envelope import Envelope
 from .fanout import Plan, fastlane
-from .history import HistoryPolicy, Position, Recovery
+from .history import HistoryPolicy, Page, Position, Recovery
 from .wire import Subscriber
 
 log = logging.getLogger("roost.pubsub")
@@ -263,6 +263,11 @@ class PubSub:
 
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         return await self.broker.history(topic, since, policy)
+
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        return await self.broker.page(topic, before, limit, epoch, policy)
 
     def _deliver(self, envs: Sequence[Envelope]) -> None:
         """Envelopes from the broker, in order: forward their bytes to local subscribers.

@@ -28,6 +28,7 @@ from ...pubsub import Broker, Counter, Deliver, Envelope, Lost, Timing
 from ...pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
+    Page,
     Position,
     Recovery,
     with_offset,
@@ -341,6 +342,11 @@ class RedisBroker(Broker):
     # -- history -----------------------------------------------------------------------
     async def history(self, topic: str, since: Position | None, policy: HistoryPolicy) -> Recovery:
         return await self.reader.history(topic, since, policy)
+
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        return await self.reader.page(topic, before, limit, epoch, policy)
 
     # -- subscribing -------------------------------------------------------------------
     async def subscribe(self, topic: str) -> Position | None:

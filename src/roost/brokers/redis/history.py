@@ -105,6 +105,19 @@ return {epoch, top, entries, meta[2] or false, tonumber(meta[3] or '0')}
 )
 
 
+# A page of older entries: the epoch, the top offset and up to ARGV[2] entries before
+# offset ARGV[1], newest first (stream ids are ``<offset>-0``). Creates nothing.
+PAGE = (
+    _STAMP
+    + """
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+if not meta[1] then return {'~' .. stamp(run_id()), 0, {}} end
+local entries = redis.call('XREVRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '-', 'COUNT', ARGV[2])
+return {meta[1], tonumber(meta[2] or '0'), entries}
+"""
+)
+
+
 # A topic's position and the entries after a cursor, for catch-ups and gap fills. Does
 # not create the topic. ARGV: the cursor's epoch ('' if none), its offset, how many
 # entries at most (0: the position only). When the epoch is not the cursor's, the

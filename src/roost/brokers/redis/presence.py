@@ -144,6 +144,13 @@ return out
 
 # Topics per pipeline in a refresh or a sweep (one round trip each batch).
 BATCH = 200
+# ZSCAN calls (of BATCH registry entries each) at most when listing topics by prefix.
+SCAN_ROUNDS = 20
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis MATCH pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _pairs(flat: list[Any]) -> Iterable[tuple[Any, Any]]:
@@ -330,6 +337,42 @@ class RedisPresenceStore:
         entries = self.codec.read(topic, ((r, v) for r, v in values.items() if r in live))
         entries.sort(key=lambda e: (str(e.meta.get("online_at", "")), e.ref))
         return entries
+
+    async def occupancy(self, prefix: str, scan: int) -> dict[str, int]:
+        """From the registry (every topic with entries): the first ``scan`` topics
+        with ``prefix``, then each one's live entries (ZCOUNT of its expiries from now),
+        in one pipeline. On a cluster the registries of every slot are read
+        (presence_cluster.py), and that list is reused for ``ttl / 3``."""
+        if self._cluster is not None:
+            topics = await self._cluster.topics(prefix, scan, self.timer(), self.ttl / 3)
+        else:
+            topics = await self._scan(prefix, scan)
+        if not topics:
+            return {}
+        now = self._now()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for topic in topics:
+                pipe.zcount(self._keys(topic)[1], now, "+inf")
+            counts = await pipe.execute(raise_on_error=False)
+        return {
+            t: int(n) for t, n in zip(topics, counts, strict=True) if isinstance(n, int) and n > 0
+        }
+
+    async def _scan(self, prefix: str, scan: int) -> builtins.list[str]:
+        """Up to ``scan`` registry topics with ``prefix`` (ZSCAN MATCH, at most
+        ``SCAN_ROUNDS`` calls of ``BATCH`` each: Redis filters, and the cost is bounded
+        however many topics other channel families have)."""
+        pattern = glob_escape(prefix) + "*"
+        found: builtins.list[str] = []
+        cursor = 0
+        for _ in range(SCAN_ROUNDS):
+            cursor, page = await self._redis.zscan(
+                self.registry, cursor, match=pattern, count=BATCH
+            )
+            found += [_text(topic) for topic, _ in page]
+            if cursor == 0 or len(found) >= scan:
+                break
+        return list(dict.fromkeys(found))[:scan]  # ZSCAN may return one twice
 
     async def _refresh_tick(self) -> None:
         try:

@@ -28,6 +28,8 @@ class ClusterPresence:
     def __init__(self, cluster: RedisCluster, keys: Keys) -> None:
         self.cluster = cluster
         self.base = f"{keys.base}:presence"
+        # prefix → (when read, topics): the last listing, reused while fresh
+        self._listed: dict[str, tuple[float, list[str]]] = {}
 
     def registry(self, topic: str) -> str:
         return f"{self.base}:{{{slot_tags()[slot_of('{' + topic + '}')]}}}"
@@ -60,3 +62,29 @@ class ClusterPresence:
                 for t in result
             ]
         return due
+
+    async def topics(self, prefix: str, limit: int, now: float, fresh: float) -> list[str]:
+        """Up to ``limit`` topics with ``prefix`` that have entries, from every slot's
+        registry (pages of ``PAGE``: the cost of a sweep's listing), reused for ``fresh``
+        seconds of ``now``'s clock."""
+        listed = self._listed.get(prefix)
+        if listed is not None and 0 <= now - listed[0] < fresh:
+            return listed[1]
+        tags = slot_tags()
+        found: list[str] = []
+        for start in range(0, len(tags), PAGE):
+            async with self.cluster.pipeline(transaction=False) as pipe:
+                for tag in tags[start : start + PAGE]:
+                    pipe.zrange(f"{self.base}:{{{tag}}}", 0, limit - 1)
+                results = await pipe.execute(raise_on_error=False)
+            for result in results:
+                if isinstance(result, Exception):
+                    continue
+                for raw in result:
+                    topic = raw.decode() if isinstance(raw, bytes) else str(raw)
+                    if topic.startswith(prefix):
+                        found.append(topic)
+            if len(found) >= limit:
+                break
+        self._listed = {prefix: (now, found[:limit])}
+        return found[:limit]

@@ -15,14 +15,16 @@ import time
 from ...pubsub.history import (
     HistoryPolicy,
     HistoryUnavailable,
+    Page,
     Position,
     Recovery,
     StoredMessage,
+    page_of,
     recover_from,
 )
 from . import codec
 from .connection import REDIS_ERRORS, RedisConnection, text
-from .history import CATCH_UP, READ, continues, parse_entries
+from .history import CATCH_UP, PAGE, READ, continues, parse_entries
 from .keys import Keys
 from .stats import BrokerStats
 
@@ -43,6 +45,7 @@ class HistoryReader:
         self.signing_key = signing_key
         self._read_script = connection.redis.register_script(READ)
         self._catch_up_script = connection.redis.register_script(CATCH_UP)
+        self._page_script = connection.redis.register_script(PAGE)
 
     def trusted(self, m: StoredMessage, topic: str) -> bool:
         """A stream entry's signature holds (always true without a signing key)."""
@@ -73,6 +76,21 @@ class HistoryReader:
         except REDIS_ERRORS as exc:
             raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
         return recover_from(None, current, window, policy, now)
+
+    async def page(
+        self, topic: str, before: int, limit: int, epoch: str, policy: HistoryPolicy
+    ) -> Page:
+        """One script on the topic's slot: its epoch and the ``limit + 1`` entries
+        before ``before`` (one more than asked: whether older ones are left)."""
+        now = int(time.time() * 1000)
+        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        try:
+            found, top, entries = await self._page_script(keys=keys, args=[before, limit + 1])
+        except REDIS_ERRORS as exc:
+            raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
+        window = [m for m in parse_entries(entries) if self.trusted(m, topic)]
+        window.reverse()
+        return page_of(epoch, before, limit, Position(int(top), text(found)), window, policy, now)
 
     async def _read(
         self, topic: str, after: int, count: int

@@ -4,11 +4,18 @@
 // (a token vouches for the name); the page shows a check mark for those and a "guest"
 // tag for every other name. Only `verified === true` counts: anything else, an old
 // message without the flag included, is shown as a guest.
+// Names: the page asks for one before its first join (remembered in localStorage); a
+// name changed while in a room is a `rename` push, which the room sees as `user:renamed`
+// and in its online list, so messages, arrivals and the list always show one name.
+// Older messages: scrolled to the top, the page asks for the page before its oldest
+// message (`history` push), until the server says the history begins there.
 import {Socket, Presence} from "./roost.js"
+import {el, timeEl, identityMark, colourClass} from "./render.js"
+import {createDirectory} from "./directory.js"
+import {createPaging, freshOlder} from "./older.js"
+import {MAX_NAME, askName, nameProblem, rememberName, storedName} from "./names.js"
 
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/
-const USER_KEY = "roost:user"
-const MAX_NAME = 32
 const NAME_TAKEN = "name is taken by a verified user"
 
 const $ = id => document.getElementById(id)
@@ -46,40 +53,6 @@ function roomFromLocation() {
 
 // -- rendering (text only) -------------------------------------------------------------
 
-function el(tag, className, text) {
-  const node = document.createElement(tag)
-  if (className) node.className = className
-  if (text !== undefined) node.textContent = text
-  return node
-}
-
-function timeEl(at) {
-  const date = Number.isFinite(at) ? new Date(at) : new Date()
-  const clock = date.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", hourCycle: "h23"})
-  const node = el("time", "at", clock)
-  node.dateTime = date.toISOString()
-  node.title = date.toLocaleString()
-  return node
-}
-
-// ✓ for a name a token vouches for, "guest" for any other
-function identityMark(verified) {
-  const mark = verified
-    ? el("span", "mark verified", "\u2713")
-    : el("span", "mark guest", "guest")
-  mark.title = verified
-    ? "verified: a token signed by the server vouches for this name"
-    : "guest: not verified, anyone may use this name"
-  return mark
-}
-
-// a stable colour per user name, chosen from the palette in style.css
-function colourClass(name) {
-  let hash = 0
-  for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0
-  return `c${hash % 8}`
-}
-
 function append(item) {
   insert(item, null)
 }
@@ -111,11 +84,11 @@ function isOffset(value) {
   return Number.isSafeInteger(value) && value >= 0
 }
 
-// each message once (by id), in offset order
-function showMessage(msg) {
-  if (!msg || typeof msg !== "object") return
+// a message's row, or null when it was shown already (by id) or is not one
+function messageRow(msg) {
+  if (!msg || typeof msg !== "object") return null
   if (msg.id) {
-    if (seen.has(msg.id)) return
+    if (seen.has(msg.id)) return null
     seen.add(msg.id)
   }
   const user = msg.user || "anonymous"
@@ -126,7 +99,13 @@ function showMessage(msg) {
   const who = el("span", `user ${colourClass(user)}`, `[${user}]`)
   const body = el("span", "body", String(msg.body ?? ""))
   item.append(timeEl(msg.at), identityMark(msg.verified === true), who, " ", body)
-  insert(item, isOffset(msg.offset) ? rowAfter(msg.offset) : null)
+  return item
+}
+
+// each message once (by id), in offset order
+function showMessage(msg) {
+  const item = messageRow(msg)
+  if (item) insert(item, isOffset(msg.offset) ? rowAfter(msg.offset) : null)
 }
 
 // an empty list: a new room, or a rejoin whose missed messages could not be recovered
@@ -141,6 +120,18 @@ function showEntered(payload) {
     timeEl(Date.now()),
     identityMark(payload.verified === true),
     el("em", null, `[${payload.user || "anonymous"} entered]`),
+  )
+  append(item)
+}
+
+function showRenamed(payload) {
+  const item = el("li", "renamed")
+  const from = String(payload.from || "anonymous")
+  const to = String(payload.to || "anonymous")
+  item.append(
+    timeEl(Date.now()),
+    identityMark(payload.verified === true),
+    el("em", null, `[${from}] is now [${to}]`),
   )
   append(item)
 }
@@ -195,22 +186,6 @@ function renderOnline(presence) {
 
 // -- user name -------------------------------------------------------------------------
 
-function storedName() {
-  try {
-    return localStorage.getItem(USER_KEY) || ""
-  } catch {
-    return ""
-  }
-}
-
-function rememberName(name) {
-  try {
-    localStorage.setItem(USER_KEY, name)
-  } catch {
-    // private mode: the name just is not remembered
-  }
-}
-
 function currentName() {
   return ui.user.value.trim().slice(0, MAX_NAME)
 }
@@ -220,7 +195,8 @@ function currentName() {
 // a proxy that refuses (or swallows) the WebSocket upgrade: the page chats over long-poll
 const socket = new Socket("/socket", {longPollFallbackMs: 2500})
 let everConnected = false
-let room = null // {name, channel, presence, user, cursor, early}
+let room = null // {name, channel, presence, user, cursor, early, joined, older}
+let named = false // a name was chosen: rooms may be joined
 
 socket.onOpen(() => { everConnected = true })
 socket.onError(() => lostConnection())
@@ -231,6 +207,7 @@ function lostConnection() {
 }
 
 function joinRoom(name) {
+  if (!named) return
   if (room && room.name === name && room.user === currentName()) return
   if (!ROOM_RE.test(name)) {
     showSystem(`"${name}" is not a valid room name (letters, digits, _ and -, up to 64)`, "error")
@@ -257,12 +234,14 @@ function joinRoom(name) {
   // cursor: the room's history position this page has shown everything up to
   // ({offset, epoch}, from the join reply, advanced by every new:msg); early: the
   // messages that arrived for the join in flight, before its reply
-  const current = {name, user, cursor, early: null, refused: false}
+  // joined: the server accepted the latest join (a rename is then a push); older: the
+  // paging back through history ({loading, done})
+  const current = {name, user, cursor, early: null, refused: false, joined: false, older: freshOlder()}
   // params are computed at every (re)join: a rejoin asks for what it missed since the
   // position it last saw, and the reply says whether that could be recovered
   const channel = socket.channel(`rooms:${name}`, () => {
     current.early = []
-    const params = user ? {user} : {}
+    const params = current.user ? {user: current.user} : {}
     if (current.cursor) params.since = {...current.cursor}
     return params
   })
@@ -279,7 +258,11 @@ function joinRoom(name) {
     showMessage(msg)
   })
   channel.on("user:entered", payload => active() && showEntered(payload))
-  channel.onError(() => active() && lostConnection())
+  channel.on("user:renamed", payload => active() && payload && showRenamed(payload))
+  channel.onError(() => {
+    current.joined = false
+    if (active()) lostConnection()
+  })
   // the server closed this channel (we leave only channels that are no longer active)
   channel.onClose(() => active() && !current.refused && setStatus("error", "left by the server"))
 
@@ -287,10 +270,12 @@ function joinRoom(name) {
   channel.join()
     .receive("ok", reply => {
       if (!active()) return
+      current.joined = true
       joined(current, reply || {})
       ui.node.textContent = reply && reply.node ? `node ${reply.node}` : ""
       ui.node.title = reply && reply.node ? `served by node ${reply.node}` : ""
       setStatus("connected", "connected")
+      setTimeout(() => active() && paging.ifShort(), 0)
     })
     .receive("error", reply => {
       if (!active()) return
@@ -321,6 +306,7 @@ function joined(current, reply) {
   if (positioned && reply.recovered !== true) {
     const hadCursor = current.cursor !== null
     resetMessages()
+    current.older = freshOlder()
     if (hadCursor) {
       showSystem("reconnected: the messages missed meanwhile could not all be recovered; showing the latest ones")
     }
@@ -340,6 +326,8 @@ function advance(current, msg) {
   }
 }
 
+// -- sending, names, rooms ----------------------------------------------------------------
+
 function sendMessage() {
   const body = ui.message.value
   if (!body.trim() || !room) return
@@ -352,8 +340,37 @@ function sendMessage() {
     .receive("timeout", () => showSystem("not sent: no answer from the server (timeout)", "error"))
 }
 
-function switchRoom() {
-  const name = ui.room.value.trim()
+// a name typed while in a room: announced to it (`rename`), or the next join's name
+function rename(name) {
+  const problem = nameProblem(name)
+  if (problem) {
+    showSystem(`can't use that name: ${problem}`, "error")
+    ui.user.value = room ? room.user : storedName()
+    return
+  }
+  if (!room || !room.joined) {
+    rememberName(name)
+    if (room) joinRoom(room.name) // (re)joins under the new name
+    return
+  }
+  if (name === room.user) return
+  const current = room
+  current.channel.push("rename", {user: name})
+    .receive("ok", reply => {
+      current.user = (reply && reply.user) || name
+      rememberName(current.user)
+    })
+    .receive("error", reply => {
+      showSystem(`can't rename: ${(reply && reply.reason) || "refused"}`, "error")
+      if (room === current) ui.user.value = current.user
+    })
+    .receive("timeout", () => {
+      showSystem("can't rename: no answer from the server (timeout)", "error")
+      if (room === current) ui.user.value = current.user
+    })
+}
+
+function goToRoom(name) {
   if (!name || (room && name === room.name)) return
   if (!ROOM_RE.test(name)) {
     showSystem(`"${name}" is not a valid room name (letters, digits, _ and -, up to 64)`, "error")
@@ -364,16 +381,13 @@ function switchRoom() {
   ui.message.focus()
 }
 
+function switchRoom() {
+  goToRoom(ui.room.value.trim())
+}
+
 // -- wiring ----------------------------------------------------------------------------
 
-ui.user.value = storedName() || `guest-${Math.floor(1000 + Math.random() * 9000)}`
-rememberName(ui.user.value)
-
-ui.user.addEventListener("change", () => {
-  const name = currentName()
-  rememberName(name)
-  if (room && name !== room.user) joinRoom(room.name)
-})
+ui.user.addEventListener("change", () => rename(currentName()))
 ui.user.addEventListener("keydown", event => {
   if (event.key === "Enter") {
     event.preventDefault()
@@ -400,6 +414,22 @@ ui.roomGo.addEventListener("click", switchRoom)
 window.addEventListener("popstate", () => joinRoom(roomFromLocation()))
 window.addEventListener("hashchange", () => joinRoom(roomFromLocation()))
 
+const paging = createPaging({list: ui.messages, activeRoom: () => room, messageRow})
+createDirectory({
+  channel: () => (room && room.joined ? room.channel : null),
+  currentRoom: () => (room ? room.name : null),
+  go: goToRoom,
+})
+
+function begin(name) {
+  named = true
+  ui.user.value = name
+  rememberName(name)
+  joinRoom(roomFromLocation())
+  ui.message.focus()
+}
+
 socket.connect()
-joinRoom(roomFromLocation())
-ui.message.focus()
+const remembered = storedName().trim()
+if (remembered && !nameProblem(remembered)) begin(remembered)
+else askName().then(begin)
