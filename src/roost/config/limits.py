@@ -1,0 +1,96 @@
+"""What one client may do: frame sizes, rates, connection caps, whose address counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..channels import Limits
+from ..security.clientip import TrustedProxies
+from .option import expand, opt
+
+L = Limits
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    max_frame: int = opt(
+        L.max_frame,
+        "--max-frame",
+        "ROOST_MAX_FRAME",
+        "Largest frame a client may send, in bytes (larger: close 1009).",
+    )
+    idle_timeout: float = opt(
+        L.idle_timeout,
+        "--idle-timeout",
+        "ROOST_IDLE_TIMEOUT",
+        "Close a socket that sent nothing (not even a heartbeat) for this many seconds.",
+    )
+    max_channels: int = opt(
+        L.max_channels, "--max-channels", "ROOST_MAX_CHANNELS", "Channels one socket may join."
+    )
+    max_buffer: int = opt(
+        L.max_buffer,
+        "--max-buffer",
+        "ROOST_MAX_BUFFER",
+        "Unsent bytes to one client before it is disconnected (1013).",
+    )
+    msg_rate: float = opt(
+        L.msg_rate, "--msg-rate", "ROOST_MSG_RATE", "Pushes per second per socket (0: unlimited)."
+    )
+    msg_burst: float = opt(L.msg_burst, "--msg-burst", "ROOST_MSG_BURST", "Pushes saved up.")
+    join_rate: float = opt(
+        L.join_rate, "--join-rate", "ROOST_JOIN_RATE", "Joins per second per socket (0: unlimited)."
+    )
+    join_burst: float = opt(L.join_burst, "--join-burst", "ROOST_JOIN_BURST", "Joins saved up.")
+    max_connections: int = opt(
+        L.max_connections,
+        "--max-connections",
+        "ROOST_MAX_CONNECTIONS",
+        "Sockets per node; beyond: HTTP 503.",
+    )
+    max_connections_per_ip: int = opt(
+        L.max_connections_per_ip,
+        "--max-connections-per-ip",
+        "ROOST_MAX_CONNECTIONS_PER_IP",
+        "Open sockets and long-poll sessions per client address (IPv6: per /64) on this "
+        "node, so that one client cannot fill --max-connections; beyond: HTTP 429 (0: no cap).",
+    )
+    conn_rate: float = opt(
+        L.conn_rate,
+        "--conn-rate",
+        "ROOST_CONN_RATE",
+        "New sockets and long-poll sessions per second per client address "
+        "(0: unlimited); beyond: HTTP 429 with Retry-After.",
+    )
+    conn_burst: float = opt(
+        L.conn_burst, "--conn-burst", "ROOST_CONN_BURST", "New connections saved up per address."
+    )
+    trusted_proxies: tuple[str, ...] = opt(
+        (),
+        "--trusted-proxy",
+        "ROOST_TRUSTED_PROXIES",
+        "Address or CIDR of a proxy in front of roost (repeatable, or a comma list). "
+        "Only from these peers is X-Forwarded-For read: the client is its right-most "
+        "address that is not a trusted proxy. Default: none (the peer is the client).",
+        multiple=True,
+        show_default=False,
+    )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_frame=self.max_frame,
+            idle_timeout=self.idle_timeout,
+            max_channels=self.max_channels,
+            max_buffer=self.max_buffer,
+            msg_rate=self.msg_rate,
+            msg_burst=self.msg_burst,
+            join_rate=self.join_rate,
+            join_burst=self.join_burst,
+            max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip,
+            conn_rate=self.conn_rate,
+            conn_burst=self.conn_burst,
+        )
+
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies(expand(self.trusted_proxies))
