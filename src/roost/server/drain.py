@@ -9,20 +9,40 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..channels import Endpoint
+from ..channels import Endpoint, Socket
 from ..channels.socket import CLOSE_RESTART
+from .wsconn import busy
 
 log = logging.getLogger("roost.drain")
 
 STEPS = 20
+SETTLE = 3.0  # seconds the drain waits for closed sockets to leave their channels
 
 
-async def drain(endpoint: Endpoint, window: float) -> None:
+async def drain(endpoint: Endpoint, window: float, settle: float = SETTLE) -> None:
     endpoint.draining = True
     sockets = list(endpoint.sockets)
     log.info("draining %d sockets over %.1fs", len(sockets), window)
     if not sockets:
         return
+    await _close(endpoint, sockets, window)
+    await _settle(endpoint, settle)
+
+
+async def _settle(endpoint: Endpoint, limit: float) -> None:
+    """Wait (at most ``limit`` s) until every closed socket has left its channels: its
+    presences untracked (the other nodes' lists lose its users now, not a presence
+    timeout later) and its topics unsubscribed, before the node stops its broker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while len(endpoint.sockets) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    pending = busy()
+    if pending and loop.time() < deadline:
+        await asyncio.wait(pending, timeout=deadline - loop.time())
+
+
+async def _close(endpoint: Endpoint, sockets: list[Socket], window: float) -> None:
     per_step = max(1, -(-len(sockets) // STEPS))
     pause = window / STEPS if len(sockets) > per_step else 0.0
     for i in range(0, len(sockets), per_step):

@@ -37,6 +37,12 @@ log = logging.getLogger("roost.websocket")
 
 MAX_QUEUED = 32  # messages waiting for the handler before reading pauses
 _TASKS: set[asyncio.Task[None]] = set()  # running handler tasks, referenced until done
+
+
+def busy() -> set[asyncio.Task[None]]:
+    """The lean connections' tasks still running: message handlers and Socket closes
+    (the drain waits for them, so that a stopping node's users leave before it exits)."""
+    return set(_TASKS)
 _STOP = -1  # a queued close/error: (``_STOP``, (code, reason))
 _PONG = -2  # a queued pong: (``_PONG``, payload)
 
