@@ -43,6 +43,8 @@ def busy() -> set[asyncio.Task[None]]:
     """The lean connections' tasks still running: message handlers and Socket closes
     (the drain waits for them, so that a stopping node's users leave before it exits)."""
     return set(_TASKS)
+
+
 _STOP = -1  # a queued close/error: (``_STOP``, (code, reason))
 _PONG = -2  # a queued pong: (``_PONG``, payload)
 
