@@ -314,6 +314,10 @@ def bench_connections(
     "--concurrency", default=200, show_default=True, help="Handshakes in flight a process."
 )
 @click.option(
+    "--join-concurrency", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Joins in flight a client process (0: every client sends its join at once).",
+)  # fmt: skip
+@click.option(
     "--storm/--no-storm", default=True, show_default=True,
     help="Then SIGKILL worker w1 and time every client's reconnect and rejoin.",
 )  # fmt: skip
@@ -329,6 +333,7 @@ def bench_workers(
     rest: float,
     heartbeat: float,
     concurrency: int,
+    join_concurrency: int,
     storm: bool,
     storm_timeout: float,
     timeout: float,
@@ -349,6 +354,7 @@ def bench_workers(
         rest=rest,
         heartbeat=heartbeat,
         concurrency=concurrency,
+        join_concurrency=join_concurrency,
         storm=storm,
         storm_timeout=storm_timeout,
         out=Path(out),

@@ -6,8 +6,9 @@ line per command and one JSON line per answer:
 
 - ``open CONCURRENCY``: open every member's WebSocket (``CONCURRENCY`` handshakes in
   flight), no join yet; ``{"opened", "t0", "t1", "failed"}`` (wall clock);
-- ``join``: every member sends its phx_join at once; when every reply is in (or nothing
-  moved for 10 s): ``{"joined", "t0", "t1", "refused"}``;
+- ``join [K]``: every member sends its phx_join at once (with K: at most K joins in
+  flight, the next sent as one is answered ok); when every reply is in (or nothing
+  moved for 10 s): ``{"joined", "t0", "t1", "refused", "reasons"}``;
 - ``warm N``: N more members open, join a room of their own and close (a warm-up);
 - ``heartbeat RATE SECONDS``: Phoenix heartbeats, RATE a second spread evenly over the
   members, for SECONDS; ``{"sent"}``;
@@ -48,6 +49,7 @@ class Fleet:
         self.args = args
         self.stats = Stats()
         self.joined = 0
+        self.queue: list[Member] = []  # joins not sent yet (``join K``)
         ips = args.ips.split(",") if args.ips else []
         self.members = [
             self._member(args.first + i, ips[i % len(ips)] if ips else None)
@@ -63,6 +65,8 @@ class Fleet:
 
     def _on_joined(self, member: Member) -> None:
         self.joined += 1
+        if self.queue:
+            self.queue.pop().send_join()
 
     async def open(self, members: list[Member], concurrency: int) -> dict[str, Any]:
         sem = asyncio.Semaphore(concurrency)
@@ -85,10 +89,12 @@ class Fleet:
             "error": repr(errors[0]) if errors else None,
         }
 
-    async def join(self, members: list[Member]) -> dict[str, Any]:
+    async def join(self, members: list[Member], in_flight: int = 0) -> dict[str, Any]:
         before = self.joined
         t0 = time.time()
-        for m in members:
+        now = members if in_flight <= 0 else members[:in_flight]
+        self.queue = [] if in_flight <= 0 else members[in_flight:][::-1]
+        for m in now:
             m.send_join()
         await self._until(lambda: self.joined - before >= len(members))
         return {
@@ -96,6 +102,7 @@ class Fleet:
             "t0": t0,
             "t1": self.stats.last_joined,
             "refused": self.stats.failed_joins,
+            "reasons": dict(self.stats.reasons),
         }
 
     async def _until(self, done: Any) -> None:
@@ -168,7 +175,7 @@ async def serve(args: argparse.Namespace) -> None:
         if cmd == "open":
             answer(await fleet.open(fleet.members, int(rest[0])))
         elif cmd == "join":
-            answer(await fleet.join(fleet.members))
+            answer(await fleet.join(fleet.members, int(rest[0]) if rest else 0))
         elif cmd == "warm":
             answer(await fleet.warm(int(rest[0])))
         elif cmd == "heartbeat":
