@@ -75,7 +75,7 @@ def test_workers_bench_runs(tmp_path: Path) -> None:
 def test_workers_fanout_bench_runs(tmp_path: Path) -> None:
     out = _bench(
         tmp_path, "workers-fanout", "--subscribers", "60", "--messages", "50", "--rounds", "1",
-        "--rate", "100", "--paced-seconds", "0.5",
+        "--rate", "100", "--paced-seconds", "0.5", "--raw",
     )  # fmt: skip
     assert "2 workers / 1" in out.stdout
     res = json.loads((tmp_path / "workers-fanout.json").read_text())

@@ -302,8 +302,9 @@ def bench_connections(
 )  # fmt: skip
 @click.option("--room-size", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
-    "--channel", type=click.Choice(["rooms", "echo"]), default="rooms", show_default=True,
-    help="rooms: the chat (presence, user:entered); echo: roost serve --echo's channel.",
+    "--channel", type=click.Choice(["echo", "rooms"]), default="echo", show_default=True,
+    help="echo: roost serve --echo's channel (join = one Redis subscription per room); rooms: "
+    "the chat (also history, presence, user:entered; use --join-concurrency).",
 )  # fmt: skip
 @click.option("--rest", default=10.0, show_default=True, help="Seconds of CPU measured at rest.")
 @click.option(
@@ -380,8 +381,9 @@ def bench_workers(
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--client-procs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Sink processes holding the subscribers.")  # fmt: skip
-@click.option("--raw/--no-raw", default=True, show_default=True,
-              help="Also the raw limit of one process (baseline).")  # fmt: skip
+@click.option("--raw/--no-raw", default=False, show_default=True,
+              help="Also one process writing each frame to each subscriber (see BENCHMARKS.md: "
+              "with batched readers the kernel's receive queues make it no limit).")  # fmt: skip
 @click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
 def bench_workers_fanout(

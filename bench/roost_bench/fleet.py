@@ -198,7 +198,7 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="Global index of the first client.")
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--room-size", type=int, default=10)
-    ap.add_argument("--channel", choices=("rooms", "echo"), default="rooms")
+    ap.add_argument("--channel", choices=("echo", "rooms"), default="echo")
     args = ap.parse_args()
     try:
         import uvloop

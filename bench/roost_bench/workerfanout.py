@@ -10,8 +10,15 @@ to its own subscribers. A round ends when every subscriber has every frame (coun
 bytes: every frame of a run has the same size) or nothing moved for 3 s (what is missing
 is lost).
 
-Baseline in the same run: the raw limit of one process (:mod:`.rawserver`, a bare asyncio
-server writing one pre-encoded frame to each transport), with the same sinks.
+The baseline is the same run with one worker (the ratios 2 / 1). With ``raw``, also one
+process writing each frame to each transport (:mod:`.rawserver`) to the same sinks — no
+limit here: frame by frame into sockets read every 5 ms, the kernel's receive queues fill
+with one small buffer per frame and collapsing them costs more than the writes (see
+docs/BENCHMARKS.md).
+
+Two kinds of rounds: **burst** (``messages`` published as fast as Redis takes them: a
+worker reads many from Redis at once and joins the frames of one read into one write per
+subscriber) and **paced** (``rate`` a second: about one frame per write).
 
 Reported per configuration (median of ``rounds``): deliveries/s (first publish to the last
 byte counted), and CPU-seconds per million deliveries of the workers (summed), the
@@ -56,7 +63,7 @@ class Config:
     paced_seconds: float = 5.0
     rounds: int = 3
     client_procs: int = 2
-    raw: bool = True
+    raw: bool = False
     out: Path = Path("bench-out")
 
 

@@ -1,10 +1,13 @@
 """Scenario ``workers``: idle joined clients over ``roost serve --workers N``, then a storm.
 
-A private redis-server and ``roost serve --workers W --redis URL`` (limits off:
+A private redis-server and ``roost serve --workers W --redis URL --echo`` (limits off:
 ``--max-connections 200000 --join-rate 0 --msg-rate 0 --conn-rate 0
 --max-connections-per-ip 0 --idle-timeout 3600``). The clients live in several client
 processes (:mod:`.fleet`, each with its own loopback source addresses 127.0.0.2, .3...,
-so that no address runs out of ephemeral ports), driven over stdin/stdout.
+so that no address runs out of ephemeral ports), driven over stdin/stdout. They join
+``echo:idle<k>`` (``room_size`` a room; a join is one Redis subscription per new room
+on a worker) or, with ``channel="rooms"``, the chat's ``rooms:idle<k>`` (also a history
+read, presence and ``user:entered`` through Redis).
 
 Measured:
 
@@ -55,7 +58,7 @@ class Config:
     workers: int = 2
     client_procs: int = 4
     room_size: int = 10
-    channel: str = "rooms"  # rooms: the chat (presence, user:entered); echo: --echo's channel
+    channel: str = "echo"  # echo: --echo's channel; rooms: the chat (presence, user:entered)
     rest: float = 10.0
     heartbeat: float = 30.0  # 0: no heartbeat phase
     concurrency: int = 200  # handshakes in flight per client process
