@@ -41,6 +41,7 @@ ATTEMPT_TIMEOUT = 10.0  # phoenix.js's push timeout: an upgrade or join unanswer
 HEAD_CAP = 4096
 REPLY_RE = re.compile(rb'"phx_reply",\{"status":"(ok|error)"')
 NODE_RE = re.compile(rb'"node":"([^"]{1,64})"')
+REASON_RE = re.compile(rb'"reason":"([^"]{1,80})"')
 
 
 def reconnect_after(tries: int) -> float:
@@ -225,7 +226,8 @@ class Member(asyncio.Protocol):
                 self.node = node.group(1).decode() if node else "?"
                 self._joined()
             else:
-                self._join_failed("join: error reply")
+                why = REASON_RE.search(self.buf, m.end())
+                self._join_failed(f"join: {why.group(1).decode() if why else 'error reply'}")
 
     def send_join(self) -> None:
         self._to("join")

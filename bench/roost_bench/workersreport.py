@@ -51,7 +51,13 @@ def table(res: dict[str, Any]) -> list[str]:
             if p["kib_per_connection"] is not None
         ),
         f"connect: {res['connects_per_s']:,.0f} upgrades/s ({res['connect_failed_attempts']} "
-        f"failed attempts); join: {res['joins_per_s']:,.0f} joins/s (every reply ok)",
+        f"failed attempts); join: {res['joins_per_s']:,.0f} joins/s "
+        + (
+            f"({res['join_failures']:,} joins failed and were tried again as phoenix.js does: "
+            f"{_reasons(res['join_failure_reasons'])}; every client joined)"
+            if res.get("join_failures")
+            else "(every reply ok)"
+        ),
         f"group /metrics counts {res['metrics_channels_joined']:,.0f} channels joined "
         f"({'= clients' if res['metrics_match'] else 'MISMATCH: clients ' + f'{n:,}'})",
         _cpu_line(f"CPU at rest over {cfg['rest_s']:g} s", cpu["rest"]),
