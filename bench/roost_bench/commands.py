@@ -373,12 +373,12 @@ def bench_workers(
 @bench.command("workers-fanout")
 @click.option("--subscribers", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--workers", "workers_list", default="1,2", show_default=True, help="Comma list.")
-@click.option("--messages", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--messages", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="Messages a burst round.")  # fmt: skip
 @click.option("--rate", type=click.FloatRange(min=0), default=200.0, show_default=True,
               help="Paced rounds: messages/s (0: none).")  # fmt: skip
 @click.option("--paced-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--client-procs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Sink processes holding the subscribers.")  # fmt: skip
 @click.option("--raw/--no-raw", default=False, show_default=True,

@@ -58,10 +58,10 @@ Fire = Callable[[int, float], Coroutine[Any, Any, float]]  # M at R/s (0: burst)
 class Config:
     subscribers: int = 1000
     workers: tuple[int, ...] = (1, 2)
-    messages: int = 2000  # a burst round
+    messages: int = 10_000  # a burst round
     rate: float = 200.0  # a paced round: msg/s (0: no paced rounds)
     paced_seconds: float = 5.0
-    rounds: int = 3
+    rounds: int = 5
     client_procs: int = 2
     raw: bool = False
     out: Path = Path("bench-out")
