@@ -352,7 +352,7 @@ async def close(run: Run) -> None:
 
 
 def run(cfg: Config, timeout: float, say: Callable[[str], None] = print) -> dict[str, Any]:
-    n, fd_note = wg.fd_plan(cfg.clients, say)
+    n, fd_note = wg.fd_plan(cfg.clients, cfg.workers, cfg.client_procs, cfg.storm)
     say(fd_note)
     if n < cfg.client_procs:
         raise RuntimeError(fd_note)
