@@ -110,8 +110,12 @@ def plot(res: dict[str, Any], path: Path) -> bool:
         v = b.get_height()
         ax1.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom")
     ax1.set_ylabel("KiB RSS per joined connection")
-    ax1.set_title(f"{res['clients']:,} clients, split " + "/".join(
-        f"{res['split'].get(w, 0):,}" for w in workers))  # fmt: skip
+    split = "/".join(f"{res['split'].get(w, 0):,}" for w in workers)
+    ax1.set_title(
+        f"{res['clients']:,} clients, split {split}"
+        if len(workers) <= 3
+        else f"{res['clients']:,} clients over {len(workers)} workers"
+    )
     ax1.grid(True, axis="y", alpha=0.3)
     phases = ["rest", "heartbeat"] if res["cpu"]["heartbeat"] else ["rest"]
     shares = [_group(res["cpu"][p]) for p in phases]
