@@ -29,6 +29,7 @@ the same cores as the server, so its CPU is counted too. Then the ratios 2 / 1 w
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -96,6 +97,8 @@ async def one_round(
         if await s.command("reset") != b"ok":
             raise RuntimeError("a sink did not reset")
     pids = {**pids, "bench": 0}
+    servers = [p for k, p in pids.items() if k.startswith("w") or k == "raw"]
+    k0 = [kernel_counts(p) for p in servers]
     c0 = {k: cpu_seconds(p or None) for k, p in pids.items()}
     t0 = await fire(m, rate)
     cap = max(60.0, n * m / 200_000)
@@ -103,6 +106,8 @@ async def one_round(
         *(s.command(f"report {m * flen} {cap}", cap + 10) for s in sinks)
     )
     c1 = {k: cpu_seconds(p or None) for k, p in pids.items()}
+    k1 = [kernel_counts(p) for p in servers]
+    user, system, writes = (sum(b[i] - a[i] for a, b in zip(k0, k1, strict=True)) for i in range(3))
     reports = [orjson.loads(a) for a in answers]
     counts = [c for r in reports for c in r["counts"]]
     delivered = sum(c // flen for c in counts)
@@ -119,6 +124,11 @@ async def one_round(
         "window_s": window,
         "deliveries_per_s": delivered / window if window > 0 else None,
         "cpu_s": cpu,
+        "server_per_delivery": {
+            "writes": writes / delivered if delivered else None,
+            "user_us": user * per_m,
+            "sys_us": system * per_m,
+        },
         "cpu_s_per_m": {
             "server": workers * per_m,
             "supervisor": cpu.get("supervisor", 0.0) * per_m,
@@ -134,9 +144,25 @@ def summary(done: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_s_per_m": {
             k: statistics.median(r["cpu_s_per_m"][k] for r in done) for k in done[0]["cpu_s_per_m"]
         },
+        "server_per_delivery": {
+            k: statistics.median(r["server_per_delivery"][k] or 0 for r in done)
+            for k in done[0]["server_per_delivery"]
+        },
         "lost": sum(r["lost"] for r in done),
         "rounds": done,
     }
+
+
+def kernel_counts(pid: int) -> tuple[float, float, int]:
+    """User and system CPU seconds and write syscalls (/proc/PID/stat, /proc/PID/io)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        io = Path(f"/proc/{pid}/io").read_text()
+        syscw = int(io.split("syscw:", 1)[1].split()[0])
+        return int(fields[11]) / tick, int(fields[12]) / tick, syscw
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0, 0
 
 
 async def rounds(

@@ -171,6 +171,12 @@ def fanout_table(res: dict[str, Any]) -> list[str]:
                 f"{cpu['server']:>6.2f} {cpu['supervisor']:>7.2f} {cpu['redis']:>6.2f} "
                 f"{cpu['load']:>6.2f}  {split}" + (f"  LOST {p['lost']:,}" if p["lost"] else "")
             )
+            per = p.get("server_per_delivery")
+            if per:
+                lines.append(
+                    f"{'':36}server per delivery: {per['writes']:.3f} write syscalls, "
+                    f"{per['user_us']:.2f} µs user + {per['sys_us']:.2f} µs system"
+                )
     for phase, r in (res.get("ratios") or {}).items():
         lines.append(
             f"2 workers / 1, {phase}: deliveries/s x {_x(r['deliveries_per_s_2_over_1'])}, "
