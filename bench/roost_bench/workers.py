@@ -276,6 +276,7 @@ async def measure(run: Run, redis_url: str) -> dict[str, Any]:
     join_s, joins_per_s = _rate(n, joins)
     await asyncio.sleep(1.5)
     rss_joined = run.rss()
+    rss_clients = {f"clients{k + 1}": rss_kb(c.proc.pid) for k, c in enumerate(run.children)}
     split = await run.split()
     seen = await channels_counted(run, n)
     counted = sum(seen.get("roost_channels_joined", {}).values())
@@ -315,6 +316,7 @@ async def measure(run: Run, redis_url: str) -> dict[str, Any]:
             "joined": rss_joined,
             "after_rest": rss_rest,
         },
+        "rss_kib_client_procs": rss_clients,
         "kib_per_connection_upgraded": (sum(rss_connected.values()) - sum(rss_before.values())) / n,
         "kib_per_connection_joined": delta / n,
         "per_worker": per_worker,

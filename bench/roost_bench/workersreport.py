@@ -50,6 +50,8 @@ def table(res: dict[str, Any]) -> list[str]:
             for w, p in res["per_worker"].items()
             if p["kib_per_connection"] is not None
         ),
+        f"client processes' RSS: {sum(res.get('rss_kib_client_procs', {}).values()) / 1024:,.0f} "
+        f"MiB for {n:,} clients",
         f"connect: {res['connects_per_s']:,.0f} upgrades/s ({res['connect_failed_attempts']} "
         f"failed attempts); join: {res['joins_per_s']:,.0f} joins/s "
         + (
