@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import signal
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +44,7 @@ from .crosschildren import Child
 from .harness import CpuMeter, machine, rss_kb, sigterm_as_interrupt
 from .procs import Group, free_port
 from .redisproc import private_redis
+from .workerstorm import channels_counted, storm
 
 PORTS_PER_IP = 20_000  # of the 28k ephemeral ports of an address
 WARMUP = 100
@@ -153,92 +151,6 @@ def _rate(n: int, answers: list[dict[str, Any]]) -> tuple[float, float]:
     t0 = min(a["t0"] for a in answers)
     t1 = max(a["t1"] for a in answers)
     return t1 - t0, (n / (t1 - t0) if t1 > t0 else math.nan)
-
-
-async def channels_counted(run: Run, want: int) -> dict[str, dict[str, float]]:
-    """The group's /metrics, read until it counts ``want`` channels (at most ~3 s)."""
-    seen: dict[str, dict[str, float]] = {}
-    for _ in range(6):
-        seen = await asyncio.to_thread(wg.metrics, run.port)
-        if sum(seen.get("roost_channels_joined", {}).values()) == want:
-            break
-        await asyncio.sleep(0.5)
-    return seen
-
-
-async def storm(run: Run, say: Callable[[str], None]) -> dict[str, Any]:
-    cfg = run.cfg
-    before = await run.split()
-    victim = "w1"
-    pid = run.workers()[victim]
-    expected = before.get(victim, 0)
-    base = {"lost": 0, "failed_connects": 0, "failed_joins": 0}
-    base_reasons: Counter[str] = Counter()
-    for st in await run.each("status"):
-        base_reasons.update(st["reasons"])
-        for k in base:
-            base[k] += st[k]
-    say(f"storm: SIGKILL {victim} (pid {pid}, {expected:,} clients)")
-    meter = CpuMeter({k: v for k, v in run.pids().items() if k != victim})
-    t_kill = time.time()
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + cfg.storm_timeout
-    statuses: list[dict[str, Any]] = []
-    timeline: list[tuple[float, int]] = [(0.0, run.n)]
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        statuses = await run.each("status")
-        joined = sum(s["joined"] for s in statuses)
-        lost = sum(s["lost"] for s in statuses) - base["lost"]
-        timeline.append((round(time.time() - t_kill, 2), joined))
-        if lost >= expected and joined == run.n and time.time() - t_kill > 1.0:
-            break
-    cpu = meter.stop()
-    joined = sum(s["joined"] for s in statuses)
-    lost = sum(s["lost"] for s in statuses) - base["lost"]
-    last = max(s["last_joined"] for s in statuses)
-    group_ready = await asyncio.to_thread(_wait_ready, run.port, 30)
-    restarted = [(t, what) for t, i, what, _ in wg.events(run.log) if i == 1 and t >= t_kill]
-    started = next((t - t_kill for t, what in restarted if what == "started"), None)
-    ready_at = next((t - t_kill for t, what in restarted if what == "ready"), None)
-    reasons: Counter[str] = Counter()
-    for s in statuses:
-        reasons.update(s["reasons"])
-    reasons.subtract(base_reasons)
-    after = await run.split()
-    seen = await channels_counted(run, run.n)
-    return {
-        "victim": victim,
-        "victim_pid": pid,
-        "clients_on_victim": expected,
-        "split_before": before,
-        "split_after": after,
-        "lost": lost,
-        "rejoined_all": joined == run.n,
-        "joined_at_end": joined,
-        "rejoin_s": last - t_kill if joined == run.n else None,
-        "failed_connects": sum(s["failed_connects"] for s in statuses) - base["failed_connects"],
-        "failed_joins": sum(s["failed_joins"] for s in statuses) - base["failed_joins"],
-        "rejoins": sum(s["rejoined"] for s in statuses),
-        "attempts": sum(s["attempts"] for s in statuses) - run.n,
-        "failure_reasons": {k: v for k, v in reasons.items() if v},
-        "worker_started_s": started,
-        "worker_ready_s": ready_at,
-        "group_ready_after_s": group_ready,
-        "timeline": timeline,
-        "cpu": cpu,
-        "metrics_after": seen,
-        "rss_kib_after": run.rss(),
-    }
-
-
-def _wait_ready(port: int, cap: float) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < cap:
-        if wg.ready(port):
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    return None
 
 
 async def measure(run: Run, redis_url: str) -> dict[str, Any]:
