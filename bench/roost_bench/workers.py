@@ -114,10 +114,13 @@ class Run:
         return [orjson.loads(a) for a in answers]
 
     async def split(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
+        """Clients joined on each worker (every worker named, 0 included)."""
+        total: Counter[str] = Counter({w: 0 for w in self.workers()})
         for st in await self.each("status"):
             total.update({wg.short(k): v for k, v in st["by_node"].items()})
-        return dict(sorted(total.items()))
+        return dict(
+            sorted(total.items(), key=lambda kv: int(kv[0][1:]) if kv[0][1:].isdigit() else 0)
+        )
 
     async def start(self, redis_url: str) -> None:
         extra = ("--echo",) if self.cfg.channel == "echo" else ()
