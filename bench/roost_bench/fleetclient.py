@@ -253,7 +253,7 @@ class Member(asyncio.Protocol):
 
     def _rejoin_due(self) -> None:
         self.timer = None
-        if self.state is S.REJOIN_WAIT:
+        if self.state is S.REJOIN_WAIT and self.transport and not self.transport.is_closing():
             self._to("due")
             self._write_join()
 
