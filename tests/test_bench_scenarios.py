@@ -1,4 +1,4 @@
-"""The rooms and connections benchmarks run end to end (tiny sizes; no timing asserted).
+"""The rooms, connections and workers benchmarks run end to end (tiny sizes; no timing asserted).
 
 The peers scenario runs in test_bench_all.py (which installs the peers).
 """
@@ -21,7 +21,7 @@ def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=150,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out
 
 
@@ -50,6 +50,43 @@ def test_connections_bench_runs(tmp_path: Path) -> None:
     assert res["node_metrics"].get("roost_channels_joined") == 200
     assert res["kib_per_connection_joined"] > 0
     assert res["joins_per_s"] > 0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_workers_bench_runs(tmp_path: Path) -> None:
+    out = _bench(
+        tmp_path, "workers", "--clients", "300", "--client-procs", "2", "--rest", "0.5",
+        "--heartbeat", "5", "--storm-timeout", "60",
+    )  # fmt: skip
+    assert "RSS per connection" in out.stdout and "storm:" in out.stdout
+    res = json.loads((tmp_path / "workers.json").read_text())
+    assert res["clients"] == 300
+    assert res["metrics_channels_joined"] == 300
+    assert sum(res["split"].values()) == 300 and set(res["split"]) <= {"w1", "w2"}
+    assert res["heartbeats_sent"] > 0
+    storm = res["storm"]
+    assert storm["lost"] == storm["clients_on_victim"] == res["split"].get("w1", 0)
+    assert storm["rejoined_all"] and sum(storm["split_after"].values()) == 300
+    assert storm["worker_ready_s"] is not None
+    assert (tmp_path / "workers.png").exists()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_workers_fanout_bench_runs(tmp_path: Path) -> None:
+    out = _bench(
+        tmp_path, "workers-fanout", "--subscribers", "60", "--messages", "50", "--rounds", "1",
+        "--rate", "100", "--paced-seconds", "0.5", "--raw",
+    )  # fmt: skip
+    assert "2 workers / 1" in out.stdout
+    res = json.loads((tmp_path / "workers-fanout.json").read_text())
+    assert set(res["configs"]) == {"raw", "w1", "w2"}
+    for c in res["configs"].values():
+        assert sum(c["split"].values()) == 60
+        for phase in ("burst", "paced"):
+            if phase in c:
+                assert c[phase]["lost"] == 0
+                assert c[phase]["deliveries_per_s"] > 0, c[phase]
+    assert set(res["ratios"]) == {"burst", "paced"}
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,144 @@ def bench_connections(
     )
 
 
+@bench.command("workers")
+@click.option("--clients", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--workers", "n_workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--client-procs", type=click.IntRange(min=1), default=4, show_default=True,
+    help="Client processes, each with its own 127.0.0.x source addresses.",
+)  # fmt: skip
+@click.option("--room-size", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--channel", type=click.Choice(["echo", "rooms"]), default="echo", show_default=True,
+    help="echo: roost serve --echo's channel (join = one Redis subscription per room); rooms: "
+    "the chat (also history, presence, user:entered; use --join-concurrency).",
+)  # fmt: skip
+@click.option("--rest", default=10.0, show_default=True, help="Seconds of CPU measured at rest.")
+@click.option(
+    "--heartbeat", default=30.0, show_default=True,
+    help="Heartbeat interval per client in the second rest phase (0: skip it).",
+)  # fmt: skip
+@click.option(
+    "--concurrency", default=200, show_default=True, help="Handshakes in flight a process."
+)
+@click.option(
+    "--join-concurrency", type=click.IntRange(min=0), default=0, show_default=True,
+    help="Joins in flight a client process (0: every client sends its join at once).",
+)  # fmt: skip
+@click.option(
+    "--storm/--no-storm", default=True, show_default=True,
+    help="Then SIGKILL worker w1 and time every client's reconnect and rejoin.",
+)  # fmt: skip
+@click.option("--storm-timeout", default=120.0, show_default=True, help="Bound on the storm (s).")
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_workers(
+    clients: int,
+    n_workers: int,
+    client_procs: int,
+    room_size: int,
+    channel: str,
+    rest: float,
+    heartbeat: float,
+    concurrency: int,
+    join_concurrency: int,
+    storm: bool,
+    storm_timeout: float,
+    timeout: float,
+    out: str,
+) -> None:
+    """Idle joined clients over roost serve --workers N: RSS per connection, joins/s, CPU at
+    rest, the kernel's split; then a reconnect storm after SIGKILL of one worker."""
+    from pathlib import Path
+
+    from . import workers, workersreport
+
+    cfg = workers.Config(
+        clients=clients,
+        workers=n_workers,
+        client_procs=client_procs,
+        room_size=room_size,
+        channel=channel,
+        rest=rest,
+        heartbeat=heartbeat,
+        concurrency=concurrency,
+        join_concurrency=join_concurrency,
+        storm=storm,
+        storm_timeout=storm_timeout,
+        out=Path(out),
+    )
+    _run_scenario(
+        "workers",
+        lambda say: workers.run(cfg, timeout, say),
+        workersreport.table,
+        workersreport.plot,
+        out,
+        timeout,
+    )
+
+
+@bench.command("workers-fanout")
+@click.option("--subscribers", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--workers", "workers_list", default="1,2", show_default=True, help="Comma list.")
+@click.option("--messages", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Messages a burst round.")  # fmt: skip
+@click.option("--rate", type=click.FloatRange(min=0), default=200.0, show_default=True,
+              help="Paced rounds: messages/s (0: none).")  # fmt: skip
+@click.option("--paced-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--client-procs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Sink processes holding the subscribers.")  # fmt: skip
+@click.option("--raw/--no-raw", default=False, show_default=True,
+              help="Also one process writing each frame to each subscriber (see BENCHMARKS.md: "
+              "with batched readers the kernel's receive queues make it no limit).")  # fmt: skip
+@click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
+@click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
+def bench_workers_fanout(
+    subscribers: int,
+    workers_list: str,
+    messages: int,
+    rate: float,
+    paced_seconds: float,
+    rounds: int,
+    client_procs: int,
+    raw: bool,
+    timeout: float,
+    out: str,
+) -> None:
+    """One room over roost serve --workers 1, then 2, on Redis: deliveries/s and CPU-seconds
+    per million deliveries, beside the raw limit of one process; the ratios 2/1."""
+    from pathlib import Path
+
+    from . import workerfanout, workersreport
+
+    try:
+        counts = tuple(int(w) for w in workers_list.split(",") if w.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.UsageError("--workers: a comma list of worker counts, each 1 or more")
+    cfg = workerfanout.Config(
+        subscribers=subscribers,
+        workers=counts,
+        messages=messages,
+        rate=rate,
+        paced_seconds=paced_seconds,
+        rounds=rounds,
+        client_procs=client_procs,
+        raw=raw,
+        out=Path(out),
+    )
+    _run_scenario(
+        "workers-fanout",
+        lambda say: workerfanout.run(cfg, timeout, say),
+        workersreport.fanout_table,
+        workersreport.fanout_plot,
+        out,
+        timeout,
+    )
+
+
 @bench.command("peers")
 @click.option("--setup", "do_setup", is_flag=True, help="Install the peers first (network).")
 @click.option("--clients", default=1000, show_default=True, help="Subscribers in the room.")

@@ -132,6 +132,11 @@ class Group:
                     fn()
                 return
 
+    def forget(self, name: str) -> None:
+        """Drop a process that was stopped another way (its pid may be reused)."""
+        self.pids.pop(name, None)
+        self.stoppers = [(n, fn) for n, fn in self.stoppers if n != name]
+
     def stop_all(self) -> None:
         while self.stoppers:
             with contextlib.suppress(Exception):

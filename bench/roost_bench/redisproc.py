@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from .procs import free_port, terminate
+from .procs import Group, free_port, terminate
 
 
 class RedisServer:
@@ -54,3 +54,11 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             terminate(self.proc, 5)
+
+
+def private_redis(group: Group) -> RedisServer:
+    """A private redis-server, stopped with ``group``."""
+    server = RedisServer().start()
+    assert server.proc is not None
+    group.add("redis", server.proc.pid, server.stop)
+    return server

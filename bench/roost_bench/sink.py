@@ -14,7 +14,9 @@ as soon as a frame arrives.
 Commands on stdin, one per line, each answered with one line on stdout:
 ``reset`` (drain, zero the counters: ``ok``), ``report TARGET CAP`` (wait until every
 client has ``TARGET`` bytes, nothing moved for 3 s, or ``CAP`` s passed, then JSON:
-bytes per client and the wall time the total last moved), ``quit``.
+bytes per client and the wall time the total last moved), ``nodes`` (JSON: how many
+clients each node name in a join reply's ``"node"`` has; ``?`` when the reply names
+none), ``quit``.
 
 Run: ``python -m roost_bench.sink HOST PORT TOPIC COUNT [--interval S]``; it prints
 ``ready`` once every client is upgraded and joined.
@@ -23,10 +25,12 @@ Run: ``python -m roost_bench.sink HOST PORT TOPIC COUNT [--interval S]``; it pri
 from __future__ import annotations
 
 import argparse
+import re
 import select
 import socket
 import sys
 import time
+from collections import Counter
 
 import orjson
 
@@ -35,6 +39,7 @@ from .loadclient import join_frame, upgrade_request
 WS_PATH = "/socket/websocket?vsn=2.0.0"
 IDLE = 3.0
 BUF = 1 << 18
+NODE_RE = re.compile(rb'"node":"([^"]{1,64})"')
 
 
 def upgrade(host: str, port: int, path: str, timeout: float = 30.0) -> socket.socket:
@@ -114,9 +119,13 @@ def main() -> None:
     join = join_frame(args.topic)
     for s in socks:
         s.sendall(join)
+    nodes: Counter[str] = Counter()
     for s in socks:  # every join reply, before any broadcast can arrive
-        if not s.recv(4096):
+        reply = s.recv(4096)
+        if not reply:
             raise ConnectionError("closed before the join reply")
+        m = NODE_RE.search(reply)
+        nodes[m.group(1).decode() if m else "?"] += 1
     sink = Sink(socks, args.interval)
     out = sys.stdout.buffer
     out.write(b"ready\n")
@@ -136,6 +145,8 @@ def main() -> None:
             answer = b"ok"
         elif cmd == b"report":
             answer = sink.report(int(rest[0]), float(rest[1]))
+        elif cmd == b"nodes":
+            answer = orjson.dumps(nodes)
         elif cmd == b"quit":
             break
         else:
