@@ -215,3 +215,41 @@ def test_a_worker_that_cannot_start_stops_the_group(redis_server: Any) -> None:
         )  # fmt: skip
     assert done.returncode != 0
     assert "could not start" in done.stderr or "Address already in use" in done.stderr
+
+
+def _low_file_limit() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (260, 260))
+
+
+async def test_a_node_refuses_past_its_file_limit_with_503() -> None:
+    """A node that can hold 60 sockets (file limit 260 - 200 reserved) says so, and the 61st
+    client gets a 503 it can act on, not a connection dropped at accept()."""
+    import aiohttp
+
+    port = free_port()
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"roost-fd-{port}.log"
+    env = {**os.environ, "ROOST_CONN_RATE": "0", "ROOST_MAX_CONNECTIONS_PER_IP": "0"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "roost", "serve", "--port", str(port), "--node", "fd"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_low_file_limit,
+        )  # fmt: skip
+    server = ServerProcess(port, proc, log_path)
+    sockets: list[RawSocket] = []
+    try:
+        wait_http(f"{server.url}/healthz", proc=proc)
+        assert "this process can hold 60 connections (the file limit; file limit 260)" in (
+            server.log()
+        )
+        assert "--max-connections lowered to 60" in server.log()
+        for _ in range(60):
+            sockets.append(await RawSocket.connect(server.ws_url))
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await RawSocket.connect(server.ws_url)
+        assert refused.value.status == 503
+    finally:
+        for ws in sockets:
+            await ws.close()
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket as pysocket
@@ -92,7 +93,13 @@ def serve(app_spec: str | None, **given: Any) -> None:
         sys.exit(supervise(cfg, node))
     node = role.name if role is not None else cfg.node or default_node()
     setup_logging(node, cfg.log_format, cfg.log_level)
-    log_capacity(cfg.max_connections)
+    capacity = log_capacity(cfg.max_connections)
+    if capacity < cfg.max_connections:
+        # Past the file limit accept() fails and the connection is dropped unanswered;
+        # below it the node refuses the excess with 503 (+ Retry-After), which clients
+        # and load balancers understand.
+        log.info("--max-connections lowered to %d: beyond it connections get 503", capacity)
+        cfg = dataclasses.replace(cfg, max_connections=capacity)
     uv = use_uvloop()
     try:
         app = assemble.web_app(cfg, node, role)

@@ -34,7 +34,7 @@ def log_capacity(max_connections: int) -> int:
     limit = raise_fd_limit()
     if not limit:
         return max_connections
-    room = max(0, limit - RESERVED_FDS)
+    room = max(1, limit - RESERVED_FDS)
     can = min(room, max_connections)
     why = "--max-connections" if max_connections <= room else "the file limit"
     log.info("this process can hold %d connections (%s; file limit %d)", can, why, limit)
