@@ -236,7 +236,13 @@ class Member(asyncio.Protocol):
     def _write_join(self) -> None:
         assert self.transport is not None
         self.buf = b""
-        self.transport.write(self.join)
+        try:
+            self.transport.write(self.join)
+        except (RuntimeError, OSError):
+            # uvloop closed the transport and its connection_lost has not run yet: end the
+            # attempt now (the late call finds BACKOFF and returns) so the client retries.
+            self.connection_lost(None)
+            return
         self._arm(ATTEMPT_TIMEOUT, self._join_timeout)
 
     def _join_timeout(self) -> None:
