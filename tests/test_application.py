@@ -117,7 +117,10 @@ def _present(got: dict[str, list[Any]]) -> set[str]:
 
 
 async def test_the_example_as_a_worker_group(redis_server: Any) -> None:
-    group = start_server(SPEC, "--workers", "2", "--redis", redis_server.url, node="vw", env=ENV)
+    group = start_server(
+        SPEC, "--workers", "2", "--redis", redis_server.url, "--drain-window", "1",
+        node="vw", env=ENV,
+    )  # fmt: skip
     try:
         wait_http(f"{group.url}/readyz", proc=group.proc)
         async with Client(group.ws_url, {"name": "ana"}) as ana:
@@ -126,7 +129,7 @@ async def test_the_example_as_a_worker_group(redis_server: Any) -> None:
             await until(lambda: got.get("vote"), 10)
         assert "app=examples.votes.votes:app" in group.log()
     finally:
-        assert group.stop() == 0
+        assert group.stop(timeout=25) == 0
 
 
 def test_a_bad_app_is_a_usage_error() -> None:

@@ -96,11 +96,13 @@ def test_the_server_going_away_ends_the_chat_with_a_message() -> None:
     proc = chat(server.ws_url, "left", stdin=subprocess.PIPE)  # input stays open
     try:
         assert proc.stdout is not None
-        seen = []
+        seen: list[str] = []
         while not any("joined rooms:tty" in line for line in seen):
-            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
             assert ready, seen
-            seen.append(proc.stdout.readline())
+            line = proc.stdout.readline()
+            assert line, f"the chat ended before it joined: {seen}"
+            seen.append(line)
         server.stop(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 1

@@ -38,7 +38,9 @@ CLIENTS = 24  # each lands on w1 or w2 by the kernel's hash: all on one is 2 ** 
 
 
 def start_group(redis_url: str, *args: str, node: str = "box") -> ServerProcess:
-    server = start_server("--workers", "2", "--redis", redis_url, *args, node=node)
+    server = start_server(
+        "--workers", "2", "--redis", redis_url, "--drain-window", "1", *args, node=node
+    )  # fmt: skip
     wait_http(f"{server.url}/readyz", proc=server.proc)  # every worker up
     return server
 
@@ -101,7 +103,7 @@ async def test_two_workers_serve_the_chat_on_one_port(redis_server: Any) -> None
         assert status == 200 and set(ready["workers"]) == {"w1", "w2"}
         await close_all(joined)
     finally:
-        assert server.stop() == 0
+        assert server.stop(timeout=25) == 0
 
 
 async def test_a_crashed_worker_is_restarted_under_its_name(redis_server: Any) -> None:
@@ -129,7 +131,7 @@ async def test_a_crashed_worker_is_restarted_under_its_name(redis_server: Any) -
             assert frame[4]["body"] == "after"
         await close_all(joined + newcomers)
     finally:
-        assert server.stop() == 0
+        assert server.stop(timeout=25) == 0
 
 
 async def test_sigterm_drains_every_worker_and_exits(redis_server: Any) -> None:
@@ -179,7 +181,7 @@ async def test_shared_socket_mode_serves_the_chat(redis_server: Any) -> None:
         assert status == 200 and set(ready["workers"]) == {"w1", "w2"}
         await close_all(joined)
     finally:
-        assert server.stop() == 0
+        assert server.stop(timeout=25) == 0
 
 
 def _serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket as pysocket
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
 from .front import FrontSite
+
+log = logging.getLogger("roost.server")
 
 SHUTDOWN_TIMEOUT = 3.0
 #: Connections the kernel queues before roost accepts them (aiohttp's default is 128): a
@@ -65,12 +68,50 @@ def run(
         try:
             if not main_task.done():
                 main_task.cancel()
+                slow = loop.call_later(SLOW_SHUTDOWN, _report_slow, loop)
+                stuck = loop.call_later(STUCK_SHUTDOWN, _abandon, main_task)
                 with contextlib.suppress(asyncio.CancelledError):
                     loop.run_until_complete(main_task)
+                slow.cancel()
+                stuck.cancel()
         finally:
             _cancel_all(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+
+SLOW_SHUTDOWN = 12.0  # past the default drain window and the 3 s shutdown timeout
+#: A cleanup still waiting then is abandoned (cancelled where it waits) and the process
+#: exits: a stop must end (a supervisor or an orchestrator would kill it anyway).
+STUCK_SHUTDOWN = 20.0
+
+
+def _abandon(task: asyncio.Task[None]) -> None:
+    log.error("shutdown stuck for %.0f s: abandoning the cleanup", STUCK_SHUTDOWN)
+    task.cancel()
+
+
+def _report_slow(loop: asyncio.AbstractEventLoop) -> None:
+    """The shutdown is taking long: log what every task is waiting for."""
+    tasks = asyncio.all_tasks(loop)
+    log.warning("shutdown still running after %.0f s; %d tasks:", SLOW_SHUTDOWN, len(tasks))
+    for task in tasks:
+        log.warning("task %s%s", task.get_name(), "".join(_awaiting(task.get_coro())))
+
+
+def _awaiting(coro: object) -> list[str]:
+    """The chain of coroutines ``coro`` waits in, outermost first."""
+    lines: list[str] = []
+    while coro is not None and len(lines) < 40:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            lines.append(
+                f"\n    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+            )
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if coro is not None:
+        lines.append(f"\n    ... {coro!r}")
+    return lines
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
