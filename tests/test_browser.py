@@ -468,7 +468,9 @@ ROOST_JS_API = """
 async () => {
   const {Socket} = await import("/static/roost.js")
   const out = {}
-  const socket = new Socket("/socket", {heartbeatIntervalMs: 100})
+  // 400 ms: two heartbeats within a second, and room for a loaded machine (a reply missing
+  // at the next beat counts as a dead connection and reconnects)
+  const socket = new Socket("/socket", {heartbeatIntervalMs: 400})
   const heartbeats = []
   socket.onMessage(m => { if (m.topic === "phoenix") heartbeats.push(m.payload.status) })
   let opens = 0
@@ -488,7 +490,7 @@ async () => {
   ch.on("new:msg", m => also.push(m.body))
   const joined = reply(ch.join())
   // pushed before the join completed: buffered, then sent
-  out.buffered = await reply(ch.push("new:msg", {body: "buffered"}))
+  out.buffered = await reply(ch.push("new:msg", {body: "buffered"}, 30000))
   out.join = await joined
   out.empty = await reply(ch.push("new:msg", {body: "   "}))
   out.long = await reply(ch.push("new:msg", {body: "x".repeat(2001)}))
