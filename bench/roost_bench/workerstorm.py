@@ -67,7 +67,13 @@ async def storm(run: Run, say: Callable[[str], None]) -> dict[str, Any]:
     lost = sum(s["lost"] for s in statuses) - base["lost"]
     last = max(s["last_joined"] for s in statuses)
     group_ready = await asyncio.to_thread(_wait_ready, run.port, 30)
-    restarted = [(t, what) for t, i, what, _ in wg.events(run.log) if i == 1 and t >= t_kill]
+    # The group answers ready as soon as w1's private socket does; the supervisor logs
+    # "ready" on its next tick: give its line a moment to reach the log.
+    for _ in range(40):
+        restarted = [(t, what) for t, i, what, _ in wg.events(run.log) if i == 1 and t >= t_kill]
+        if any(what == "ready" for _, what in restarted):
+            break
+        await asyncio.sleep(0.05)
     started = next((t - t_kill for t, what in restarted if what == "started"), None)
     ready_at = next((t - t_kill for t, what in restarted if what == "ready"), None)
     reasons: Counter[str] = Counter()
