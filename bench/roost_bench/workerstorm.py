@@ -15,13 +15,31 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from . import workergroup as wg
 from .harness import CpuMeter
 
-if TYPE_CHECKING:
-    from .workers import Run
+
+class Run(Protocol):
+    """What the storm needs of a ``workers`` run (workers.Run has it; named here so the
+    two modules do not import each other)."""
+
+    cfg: Any
+    n: int
+    port: int
+    log: Path
+
+    def workers(self) -> dict[str, int]: ...
+
+    def pids(self) -> dict[str, int]: ...
+
+    def rss(self) -> dict[str, int]: ...
+
+    async def each(self, cmd: str, timeout: float = ...) -> list[dict[str, Any]]: ...
+
+    async def split(self) -> dict[str, int]: ...
 
 
 async def channels_counted(run: Run, want: int) -> dict[str, dict[str, float]]:
