@@ -94,7 +94,8 @@ def test_dockerfile_shape() -> None:
     )
     assert re.search(r"^EXPOSE\s+4000\b", text, re.M)
     assert re.search(r"^HEALTHCHECK\b.*/healthz", text, re.M | re.S)
-    assert "pip install --no-cache-dir ." in text
+    assert "pip install --no-cache-dir --require-hashes -r requirements.txt" in text
+    assert "pip install --no-cache-dir --no-deps ." in text
     assert re.search(r'^CMD \["roost", "serve", "--host", "0.0.0.0"\]', text, re.M)
 
     lines = (ROOT / ".dockerignore").read_text().splitlines()
@@ -103,6 +104,7 @@ def test_dockerfile_shape() -> None:
         assert entry in ignored, entry
     for needed in ("README.md", "pyproject.toml", "src"):  # what the image build copies
         assert needed not in ignored, needed
+    assert "!deploy/requirements.txt" in ignored
 
 
 # -- Kubernetes ------------------------------------------------------------------------

@@ -175,7 +175,7 @@ async def redis_phase(
                 pub.kill()
             await pub.wait()
         with contextlib.suppress(Exception):
-            await ps.aclose()  # type: ignore[no-untyped-call]
+            await ps.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
             await r.aclose()
     pairs: list[tuple[int, bytes]] = []
     for t, data in samples:

@@ -286,9 +286,10 @@ def versions(peers: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in (peers / "requirements.txt").read_text().splitlines():
-            if "==" in line and not line.startswith("#"):
+            if "==" in line and not line.startswith(("#", " ")):
+                # "name==1.2.3 ; marker \" in the hashed lock: the version is the first word
                 name, ver = line.split("==", 1)
-                out[name.strip()] = ver.strip()
+                out[name.strip()] = ver.replace(";", " ").split()[0]
     with contextlib.suppress(OSError, ValueError):
         import json
 

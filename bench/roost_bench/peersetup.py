@@ -53,7 +53,7 @@ def setup(peers: Path, say: Callable[[str], None]) -> dict[str, str | None]:
         try:
             if not (venv / "bin" / "python").exists():
                 subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--require-hashes"]
             subprocess.run(
                 [*pip, "-r", str(peers / "requirements.txt")],
                 check=True, timeout=900, capture_output=True,

@@ -113,7 +113,7 @@ def _sentinel_pool(
     }
     sentinel_kwargs.setdefault("socket_timeout", timeout)
     sentinel_kwargs.setdefault("socket_connect_timeout", timeout)
-    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
     kw = {**kw, "db": target.db, "ssl": target.tls}
     if target.username:
         kw["username"] = target.username
