@@ -76,17 +76,28 @@ def serve_has(option: str) -> bool:
 class RedisServer:
     """A private redis-server on a free port; ``aof`` keeps every write (fsync always)."""
 
-    def __init__(self, directory: Path, *, aof: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        aof: bool = False,
+        host: str = "127.0.0.1",
+        wrap: Sequence[str] = (),
+        extra: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.dir = directory
         self.aof = aof
+        self.host = host  # with ``wrap``: inside a network namespace (netlab.py)
+        self.wrap = list(wrap)
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"redis://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -99,8 +110,8 @@ class RedisServer:
         if self.aof:
             persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--protected-mode", "no", "--dir", str(self.dir), *persistence],
+            [*self.wrap, binary, "--port", str(self.port), "--bind", self.host, "--save", "",
+             "--protected-mode", "no", "--dir", str(self.dir), *persistence, *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -110,7 +121,7 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
                         return self
@@ -142,7 +153,7 @@ class RedisServer:
         self.paused = False
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=5)
 
 
 def kill_node(node: ServerProcess) -> None:
