@@ -516,6 +516,18 @@ class Publisher:
             push = await self.send()
             assert push.status == "ok", (push.body, push.status, push.response)
 
+    async def run_pipelined(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: a new message every ``interval`` without waiting for replies (as a
+        chat client typing fast does): a node that holds one push back holds those behind it."""
+        pending: set[asyncio.Task[Push]] = set()
+        while not stop.is_set():
+            if self.member.ready.is_set():
+                task = asyncio.create_task(self.send())
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.sleep(self.interval)
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop``: send, wait for the reply, pause ``interval``, send a new one."""
         while not stop.is_set():

@@ -11,6 +11,7 @@ from ..channels import Channel, JoinError, Reply
 from ..channels.channel import parse_since
 from ..channels.presence import Presence
 from ..pubsub import HistoryUnavailable, Position
+from ..pubsub.history import refusal as refusal_reason
 from . import validate
 from .directory import listing
 
@@ -145,8 +146,8 @@ class RoomChannel(Channel):
         }
         try:
             await self.broadcast("new:msg", message)
-        except HistoryUnavailable:
-            return Reply.error({"reason": "temporarily unavailable"})
+        except HistoryUnavailable as exc:
+            return Reply.error({"reason": refusal_reason(exc)})
         return Reply.ok({"id": msg_id})
 
     async def rename(self, payload: Any) -> Reply:

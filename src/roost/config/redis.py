@@ -93,8 +93,8 @@ class RedisOptions:
         3.0,
         "--redis-timeout",
         "ROOST_REDIS_TIMEOUT",
-        "Deadline of every Redis command (connect, pool wait, reply); a stored publish "
-        "answers within twice this (keep it under phoenix.js's 10 s push timeout).",
+        "Deadline of every Redis command (connect, pool wait, reply); a client's push is "
+        "answered within --push-deadline whatever this is.",
         minimum=0.05,
     )
     redis_wait_replicas: int = opt(
@@ -102,7 +102,7 @@ class RedisOptions:
         "--redis-wait-replicas",
         "ROOST_REDIS_WAIT_REPLICAS",
         "Acknowledge a stored message only once this many replicas have it (Redis WAIT); "
-        "0: off. Fewer in time: the sender gets 'temporarily unavailable'.",
+        "0: off. Fewer in time: the sender gets 'timeout' (sent and stored, not known durable).",
         minimum=0,
     )
     redis_wait_timeout: float = opt(

@@ -63,6 +63,18 @@ class HistoryUnavailable(Exception):
     """The broker could not store the message (e.g. Redis is down); nothing was sent."""
 
 
+class HistoryTimeout(HistoryUnavailable):
+    """The message was handed to Redis and no answer came before the push deadline: it
+    may have been stored (the client is told ``timeout``; a retry with the same
+    idempotency key gets the first copy, see deadline.py)."""
+
+
+def refusal(exc: HistoryUnavailable) -> str:
+    """The reason a client is given: ``timeout`` when the message may have been stored
+    (retry with the same idempotency key), ``temporarily unavailable`` when it was not."""
+    return "timeout" if isinstance(exc, HistoryTimeout) else "temporarily unavailable"
+
+
 def with_offset(payload: bytes, offset: int) -> bytes:
     """``{"a":1}`` → ``{"a":1,"offset":N}``: the offset travels inside the payload."""
     if not payload.startswith(b"{") or not payload.endswith(b"}"):

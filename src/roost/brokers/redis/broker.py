@@ -102,8 +102,8 @@ class RedisBroker(Broker):
         self.connection = RedisConnection(
             url, timeout=timeout, pool_size=pool_size, **connection_kwargs
         )
-        # A stored publish answers inside 2 x timeout: below phoenix.js's 10 s push
-        # timeout with the default, so a client never sees a late ok.
+        # A client's stored publish answers inside its push deadline (the socket sets it,
+        # pubsub/deadline.py); 2 x timeout bounds the others (server-side broadcasts).
         self.publisher = Publisher(
             self.connection,
             self.stats,
@@ -119,6 +119,8 @@ class RedisBroker(Broker):
             on_confirmed=self._on_confirmed,
             on_lost=self._on_lost,
         )
+        self.publisher.reachable = lambda: self.stats.responsive
+        self.publisher.unanswered = lambda: self._responsive(False)
         self._read_with(self.connection)
         self.cluster = False  # a Redis Cluster (found at start): see cluster.py
         self._stores: list[RedisPresenceStore] = []

@@ -7,11 +7,14 @@ trip, so they reach Redis in the order they were made. Two kinds of item:
   Redis does not take it, it stays at the head of the queue and goes again once Redis
   answers — for up to ``plain_ttl`` seconds, then it is dropped and counted.
 - ``StoredPublish``: the history script (store, then publish). Its caller awaits the
-  offset and gets ``HistoryUnavailable`` — an error reply to the client, never a
-  late ``ok`` — when Redis failed the batch or the ``deadline`` passed before it
-  could be sent. (A frozen Redis that wakes up may still run a batch whose reply
-  timed out: the client was told "error" for a message that then appears. That
-  message was not acknowledged; nothing acknowledged is lost.)
+  offset until its deadline — the client message's push deadline when there is one
+  (pubsub/deadline.py), else ``deadline`` seconds — and never longer:
+  ``HistoryUnavailable`` when the message was certainly not stored (Redis failed the
+  batch, it was never sent, or Redis is known not to answer: then it is refused at
+  once instead of queueing behind a dead path), ``HistoryTimeout`` when it was sent and
+  no answer came in time (it may have been stored: a frozen Redis that wakes up, or a
+  path that lost only the answers, runs it). Either is an error reply to the client,
+  never a late ``ok``; nothing acknowledged is lost.
 
 With ``wait_replicas`` N > 0, a batch holding stored publishes ends with ``WAIT N
 timeout`` in the same pipeline (same connection, so it covers every write before
@@ -31,7 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...pubsub.history import HistoryUnavailable
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...pubsub import deadline as push_deadline
+from ...pubsub.history import HistoryTimeout, HistoryUnavailable
 from .connection import BACKOFF, REDIS_ERRORS, RedisConnection, text
 from .history import PUBLISH_STORED
 from .stats import BrokerStats
@@ -54,6 +61,7 @@ class StoredPublish:
     args: list[Any]
     future: asyncio.Future[tuple[int, str]]
     deadline: float
+    sent: bool = False  # handed to Redis: past the deadline its outcome is unknown
 
 
 class Publisher:
@@ -81,6 +89,12 @@ class Publisher:
         self._script = connection.redis.register_script(PUBLISH_STORED)
         #: Metrics hook: seconds of one pipelined round trip.
         self.observe: Callable[[float], None] | None = None
+        #: Whether Redis is known to answer (the health check's verdict): while it is
+        #: not, stored publishes are refused at once rather than queued behind a dead path.
+        self.reachable: Callable[[], bool] = lambda: True
+        #: Called when a batch got no answer in time: a command that does not answer is a
+        #: dead path (readiness says so at once; the health check says when it answers).
+        self.unanswered: Callable[[], None] = lambda: None
 
     def plain(self, channel: str, data: bytes) -> bool:
         """Queue a PUBLISH; False (counted as dropped) when the queue is full."""
@@ -96,17 +110,30 @@ class Publisher:
         if len(self.queue) >= self.max_queue:
             self.stats.dropped += 1
             raise HistoryUnavailable("publish queue full")
+        if not self.reachable():
+            self.stats.publish_errors += 1
+            raise HistoryUnavailable("redis does not answer")
+        budget = self.deadline
+        left = push_deadline.remaining(self.clock)
+        if left is not None:
+            budget = min(budget, left)
+        if budget <= 0:
+            self.stats.publish_timeouts += 1
+            raise HistoryUnavailable("publish deadline passed")
         fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
-        self.queue.append(StoredPublish(keys, args, fut, self.clock() + self.deadline))
+        item = StoredPublish(keys, args, fut, self.clock() + budget)
+        self.queue.append(item)
         self._event.set()
         try:
-            async with asyncio.timeout(self.deadline):
+            async with asyncio.timeout(budget):
                 return await asyncio.shield(fut)
         except TimeoutError:
             self.stats.publish_timeouts += 1
-            if not fut.done():  # not sent yet: it never will be
+            if not fut.done():  # not sent yet: it never will be (_next_batch skips it)
                 fut.set_exception(HistoryUnavailable("publish deadline passed"))
                 fut.exception()
+            if item.sent:
+                raise HistoryTimeout("no answer from redis before the deadline") from None
             raise HistoryUnavailable("publish deadline passed") from None
 
     def _next_batch(self) -> list[PlainPublish | StoredPublish]:
@@ -150,12 +177,12 @@ class Publisher:
                 unreplicated = self._unreplicated(batch, results)
                 for item, result in zip(batch, results, strict=False):
                     if isinstance(item, StoredPublish) and not item.future.done():
-                        if unreplicated is not None:
+                        if unreplicated is not None:  # stored and published, not durable
                             self.stats.publish_errors += 1
-                            item.future.set_exception(HistoryUnavailable(unreplicated))
+                            item.future.set_exception(HistoryTimeout(unreplicated))
                             item.future.exception()
                         elif isinstance(result, Exception):
-                            item.future.set_exception(HistoryUnavailable(str(result)))
+                            item.future.set_exception(_refusal(item, result))
                             item.future.exception()
                         else:
                             item.future.set_result((int(result[0]), text(result[1])))
@@ -170,6 +197,7 @@ class Publisher:
                     if isinstance(item, PlainPublish):
                         pipe.publish(item.channel, item.data)
                     else:
+                        item.sent = True
                         await self._script(keys=item.keys, args=item.args, client=pipe)
                 if self.wait_replicas and any(isinstance(i, StoredPublish) for i in batch):
                     pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
@@ -197,11 +225,17 @@ class Publisher:
     def _failed(
         self, batch: list[PlainPublish | StoredPublish], exc: BaseException, failures: int
     ) -> None:
-        """Stored items fail to their callers; plain ones go back to the queue's head."""
+        """Stored items fail to their callers; plain ones go back to the queue's head.
+
+        The batch may have reached Redis before the failure (a reply that timed out, a
+        connection lost while reading): its stored items' outcome is unknown, so their
+        callers get ``HistoryTimeout`` (the client's ``timeout``), not a certain refusal."""
         retry = [item for item in batch if isinstance(item, PlainPublish)]
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            self.unanswered()
         for item in batch:
             if isinstance(item, StoredPublish) and not item.future.done():
-                item.future.set_exception(HistoryUnavailable(str(exc) or type(exc).__name__))
+                item.future.set_exception(_refusal(item, exc))
                 item.future.exception()
         self.stats.publish_errors += len(batch) - len(retry)
         self.queue.extendleft(reversed(retry))
@@ -217,3 +251,15 @@ class Publisher:
         deadline = self.clock() + timeout
         while self.queue and self.clock() < deadline:
             await asyncio.sleep(0.01)
+
+
+def _refusal(item: StoredPublish, exc: BaseException) -> HistoryUnavailable:
+    """What the caller of a failed stored publish is told: certain (Redis answered with an
+    error, or it was never sent) or unknown (sent, then the connection failed or timed out
+    before the answer: it may have run)."""
+    if isinstance(exc, HistoryUnavailable):
+        return exc
+    why = str(exc) or type(exc).__name__
+    if item.sent and not isinstance(exc, ResponseError):
+        return HistoryTimeout(why)
+    return HistoryUnavailable(why)
