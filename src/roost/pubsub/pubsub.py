@@ -215,11 +215,13 @@ class PubSub:
         *,
         exclude: Subscriber | None = None,
         store: HistoryPolicy | None = None,
+        key: str | None = None,
     ) -> int:
         """Send to every subscriber of ``topic`` on every node (``exclude`` skipped).
 
         With ``store``, the message is first appended to the topic's history and gets an
-        offset (raises HistoryUnavailable if it cannot be stored: then nobody got it).
+        offset (raises HistoryUnavailable if it cannot be stored: then nobody got it);
+        ``key`` makes that idempotent (see ``Broker.publish_stored``).
         """
         encoded = Encoded.of(payload)
         marker = None
@@ -229,8 +231,8 @@ class PubSub:
                 self._senders[marker] = exclude  # its echo finds the sender in O(1)
         env = Envelope(self.node, 0, topic, event, encoded, marker)
         if store is not None:
-            stored = await self.broker.publish_stored(env, store)
-            if self.broker.delivers_stored:
+            stored = await self.broker.publish_stored(env, store, key)
+            if self.broker.delivers_stored or stored.duplicate:
                 return 0
             return self._local(stored, exclude)
         try:

@@ -299,8 +299,11 @@ class RedisBroker(Broker):
         data = codec.encode(envelope, self._next_seq(channel), ts, mac)
         self.publisher.plain(channel, data)
 
-    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
-        """Store in the topic's stream and publish, in one script; wait for its offset."""
+    async def publish_stored(
+        self, envelope: Envelope, policy: HistoryPolicy, key: str | None = None
+    ) -> Envelope:
+        """Store in the topic's stream and publish, in one script; wait for its offset
+        (``key``: idempotent within the kept history, see history.PUBLISH_STORED)."""
         payload = envelope.payload
         if payload.binary:
             raise ValueError("history stores JSON object payloads, not binary")
@@ -308,7 +311,11 @@ class RedisBroker(Broker):
         channel = self.channel_for(topic)
         seq = self._next_seq(channel)
         ts = int(time.time() * 1000)
-        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        keys = [
+            self.keys.history_meta(topic),
+            self.keys.history_stream(topic),
+            self.keys.history_keys(topic),
+        ]
         args: list[Any] = [
             os.urandom(6).hex(),
             channel,
@@ -323,8 +330,9 @@ class RedisBroker(Broker):
             policy.max_age_ms,
             self._sign(envelope, payload.data, ts) or "",
             policy.max_bytes,
+            key or "",
         ]
-        offset, epoch = await self.publisher.stored(keys, args)
+        offset, epoch, duplicate = await self.publisher.stored(keys, args)
         return Envelope(
             envelope.node,
             seq,
@@ -334,6 +342,7 @@ class RedisBroker(Broker):
             envelope.exclude,
             offset,
             epoch,
+            duplicate,
         )
 
     def _sign(self, env: Envelope, payload: bytes, ts_ms: int) -> str | None:

@@ -34,10 +34,13 @@ local function stamp(run)
 end
 """
 
+# KEYS: 1 meta, 2 stream, 3 idempotency keys (zset: "<epoch>|<key>" scored by offset).
 # ARGV: 1 nonce, 2 channel, 3 node, 4 seq, 5 topic, 6 event, 7 payload, 8 exclude,
-# 9 ts, 10 max entries, 11 max age (ms), 12 signature, 13 max bytes. The meta counts
-# the bytes of the stream's fields; the oldest entries go while there are more than
-# max entries or max bytes (the newest one always stays).
+# 9 ts, 10 max entries, 11 max age (ms), 12 signature, 13 max bytes, 14 idempotency key
+# ("" for none). The meta counts the bytes of the stream's fields; the oldest entries
+# go while there are more than max entries or max bytes (the newest one always stays),
+# and their idempotency keys with them. A key already stored in this epoch and still
+# kept: nothing is written or published, the first copy's {offset, epoch, 1} comes back.
 PUBLISH_STORED = (
     _STAMP
     + """
@@ -52,6 +55,11 @@ elseif meta[2] ~= run then
   redis.call('HSET', KEYS[1], 'prev', epoch, 'base', base)
   epoch = stamp(run) .. '.' .. ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', run)
+end
+local idem = ARGV[14] ~= '' and (epoch .. '|' .. ARGV[14]) or nil
+if idem then
+  local first = redis.call('ZSCORE', KEYS[3], idem)
+  if first then return {tonumber(first), epoch, 1} end
 end
 local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local p = ARGV[7]
@@ -75,6 +83,11 @@ while len > 1 and (len > max_len or bytes > max_bytes) do
   len = len - 1
 end
 if bytes < 0 then redis.call('HSET', KEYS[1], 'bytes', 0) end
+if idem then redis.call('ZADD', KEYS[3], off, idem) end
+if idem or redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (off - len + 1))
+  redis.call('PEXPIRE', KEYS[3], ARGV[11])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, false,

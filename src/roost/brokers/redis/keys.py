@@ -39,6 +39,10 @@ class Keys:
     def history_meta(self, topic: str) -> str:
         return f"{self.base}:m:{{{topic}}}"
 
+    def history_keys(self, topic: str) -> str:
+        """The idempotency keys of the topic's stored messages (a zset scored by offset)."""
+        return f"{self.base}:i:{{{topic}}}"
+
     def probe_channel(self, node: str) -> str:
         return f"{self.base}:probe:{node}"
 

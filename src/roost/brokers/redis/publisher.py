@@ -59,7 +59,7 @@ class PlainPublish:
 class StoredPublish:
     keys: list[str]
     args: list[Any]
-    future: asyncio.Future[tuple[int, str]]
+    future: asyncio.Future[tuple[int, str, bool]]
     deadline: float
     sent: bool = False  # handed to Redis: past the deadline its outcome is unknown
 
@@ -105,8 +105,9 @@ class Publisher:
         self._event.set()
         return True
 
-    async def stored(self, keys: list[str], args: list[Any]) -> tuple[int, str]:
-        """Run the history script in order with everything else; its (offset, epoch)."""
+    async def stored(self, keys: list[str], args: list[Any]) -> tuple[int, str, bool]:
+        """Run the history script in order with everything else; its (offset, epoch,
+        duplicate: the idempotency key was stored already, nothing was published)."""
         if len(self.queue) >= self.max_queue:
             self.stats.dropped += 1
             raise HistoryUnavailable("publish queue full")
@@ -120,7 +121,7 @@ class Publisher:
         if budget <= 0:
             self.stats.publish_timeouts += 1
             raise HistoryUnavailable("publish deadline passed")
-        fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, str, bool]] = asyncio.get_running_loop().create_future()
         item = StoredPublish(keys, args, fut, self.clock() + budget)
         self.queue.append(item)
         self._event.set()
@@ -185,7 +186,9 @@ class Publisher:
                             item.future.set_exception(_refusal(item, result))
                             item.future.exception()
                         else:
-                            item.future.set_result((int(result[0]), text(result[1])))
+                            item.future.set_result(
+                                (int(result[0]), text(result[1]), len(result) > 2)
+                            )
                 self.stats.published += len(batch)
 
     async def _send(self, batch: list[PlainPublish | StoredPublish]) -> list[Any]:
