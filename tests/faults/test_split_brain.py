@@ -26,9 +26,9 @@ Three variants:
   M received it: "temporarily unavailable" means "not known to survive a failover", not
   "not sent". Such a message may vanish from the history with M's demotion; it was never
   acknowledged, so the promise does not cover it (its sender should treat it as failed
-  and may send it again, a new message). Acknowledgements come late while the nodes still
-  talk to the promoted replica alone: it has no replica until M resyncs, so every WAIT
-  falls short until then.
+  and may send it again, a new message). The refusals go on after the promotion while the
+  nodes talk to R: it has no replica until M is demoted and resyncs from it, so every WAIT
+  falls short until then (each after ``--redis-wait-timeout``: refused, not late).
 - ``min-replicas``: Redis's own ``min-replicas-to-write 1`` / ``min-replicas-max-lag`` on
   both servers, no WAIT. M stops taking writes once its replica's last acknowledgement is
   older than the lag, but what it took in those first seconds is acknowledged and lost:
@@ -38,6 +38,7 @@ Three variants:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import subprocess
 import time
@@ -97,7 +98,10 @@ class Sentinel:
                 found = r.sentinel_get_master_addr_by_name(SERVICE)
         except (redis.RedisError, OSError):
             return None
-        return (str(found[0]), int(found[1])) if found else None
+        if not found:
+            return None
+        host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
+        return host, int(found[1])
 
     def sees(self, replicas: int, others: int) -> bool:
         try:
@@ -179,9 +183,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         r.start()
         w.sentinels = [start_sentinel(hosts[s], m, tmp_path) for s in ("s1", "s2", "s3")]
         deadline = time.monotonic() + 30
-        while not (
-            role(m).get("connected_slaves") == 1 and all(s.sees(1, 2) for s in w.sentinels)
-        ):
+        while not (role(m).get("connected_slaves") == 1 and all(s.sees(1, 2) for s in w.sentinels)):
             assert time.monotonic() < deadline, "the sentinel topology did not come up"
             time.sleep(0.1)
         for name in ("a", "b"):
@@ -267,8 +269,9 @@ async def test_split_brain_history_never_recovers_with_a_hole(
     world.net.heal()
     t_heal = time.monotonic()
     demoted = await eventually(
-        lambda: role(world.m).get("role") == "slave"
-        and role(world.m).get("master_link_status") == "up",
+        lambda: (
+            role(world.m).get("role") == "slave" and role(world.m).get("master_link_status") == "up"
+        ),
         30,
         interval=0.2,
     )
@@ -304,7 +307,7 @@ async def test_split_brain_history_never_recovers_with_a_hole(
         for pub in run.publishers:
             mine = {p.id: p.seq for p in pub.acked}
             seqs = [mine[i] for i in got if i in mine]
-            order_bad += sum(1 for x, y in zip(seqs, seqs[1:], strict=False) if y < x)
+            order_bad += sum(1 for x, y in itertools.pairwise(seqs) if y < x)
 
     pushes = [p for pub in run.publishers for p in pub.pushes]
     refused = [p for p in pushes if p.status == "error"]

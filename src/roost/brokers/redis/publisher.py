@@ -97,6 +97,8 @@ class Publisher:
             self.stats.dropped += 1
             raise HistoryUnavailable("publish queue full")
         fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        # The script marks an epoch whose writes are acknowledged without WAIT (ARGV 14).
+        args = [*args, self.wait_replicas]
         self.queue.append(StoredPublish(keys, args, fut, self.clock() + self.deadline))
         self._event.set()
         try:
