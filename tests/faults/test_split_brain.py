@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import shutil
 import subprocess
 import time
@@ -61,6 +62,8 @@ from harness import (
     settle,
 )
 from netlab import Host, Net, available
+
+from roost.brokers.redis.keys import Keys
 
 from support import ServerProcess, free_port, start_server
 
@@ -134,6 +137,13 @@ def start_sentinel(host: Host, master: RedisServer, tmp: Path) -> Sentinel:
         stderr=subprocess.DEVNULL,
     )
     return Sentinel(host, port, proc)
+
+
+def stored_ids(server: RedisServer) -> set[str]:
+    """The ids of the messages in the room's history stream on ``server``."""
+    with server.client() as r:
+        entries = r.xrange(Keys().history_stream(ROOM))
+    return {str(json.loads(fields[b"p"]).get("id")) for _, fields in entries}
 
 
 def role(server: RedisServer) -> dict[str, Any]:
@@ -309,6 +319,8 @@ async def test_split_brain_history_never_recovers_with_a_hole(
             seqs = [mine[i] for i in got if i in mine]
             order_bad += sum(1 for x, y in itertools.pairwise(seqs) if y < x)
 
+    stored = stored_ids(world.r)  # R is the master now
+    history_lost = sum(1 for i in acked_ids if i not in stored)
     pushes = [p for pub in run.publishers for p in pub.pushes]
     refused = [p for p in pushes if p.status == "error"]
     refused_bodies = {p.body for p in refused}
@@ -319,7 +331,7 @@ async def test_split_brain_history_never_recovers_with_a_hole(
     report(
         f"split brain ({variant})", verdict,
         refused=len(refused), refused_delivered=delivered_refused,
-        lost=sum(p.status == "lost" for p in pushes),
+        lost=sum(p.status == "lost" for p in pushes), history_lost=history_lost,
         acked_during_cut=sum(1 for p in pushes if p.status == "ok" and t_cut <= p.sent_at < t_heal),
         late_over_6s=late,
         promoted_after=f"{promoted:.1f}s", demoted_after_heal=f"{t_demoted - t_heal:.1f}s",
@@ -338,8 +350,10 @@ async def test_split_brain_history_never_recovers_with_a_hole(
         assert reply["epoch"] != since[1], reply
     assert not fresh.problems, fresh.problems
     if variant == "wait-replicas-1":
-        # Nothing acknowledged is lost: every member has every acked message.
+        # Nothing acknowledged is lost: every member has every acked message, and so
+        # does the history.
         assert verdict, verdict.message()
+        assert history_lost == 0, f"{history_lost} acknowledged messages not in R's history"
     else:
         # Acknowledged writes taken by M during the cut are gone from the history, but the
         # live members got them (they were on M): nothing duplicated or out of order.
