@@ -12,7 +12,8 @@
 - ``check_delivery``: the promise, checked per member and publisher: every acked
   message exactly once, in publisher order (live deliveries and rejoin histories
   together); no ok join reply without offset/epoch; no topic frame before the join reply;
-  a rejoin is recovered, or not recovered with a new epoch, never partial.
+  a rejoin is recovered, or not recovered with a new epoch, never partial (the history
+  of such a new start may show again messages the member had: not duplicates).
 """
 
 from __future__ import annotations
@@ -298,6 +299,9 @@ class Member:
         # join number → topic frames that came before that join's reply (event → count)
         self.early: dict[int, Counter[str]] = {}
         self.no_cursor = 0  # ok join replies without offset/epoch
+        # joins (0 = first) answered recovered: false with a new epoch: their history is
+        # a new start, showing again messages the member had (not duplicates)
+        self.resets: set[int] = set()
         self.epoch: str | None = None
         self.offset: int | None = None
         self.joined_at: float | None = None  # first ok join reply (monotonic)
@@ -387,6 +391,7 @@ class Member:
                 )
             else:  # history lost (a new epoch): only what comes after can be promised
                 self.required_from = record.at
+                self.resets.add(n - 1)
         for item in response.get("history") or []:
             self._take(item, "history")
         if isinstance(response.get("offset"), int) and response.get("epoch"):
@@ -646,7 +651,11 @@ def check_delivery(members: Sequence[Member], publishers: Sequence[Publisher]) -
             verdict.early_joins += 1
             hit = True
         verdict.no_cursor += m.no_cursor
-        stream_ids = [r.id for r in m.stream]
+        stream_ids, had = [], set()
+        for r in m.stream:
+            if not (r.via == "history" and r.join in m.resets and r.id in had):
+                stream_ids.append(r.id)
+                had.add(r.id)
         for pub in publishers:
             acked = pub.acked
             index = {p.id: i for i, p in enumerate(acked)}

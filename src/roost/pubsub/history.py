@@ -9,7 +9,7 @@ messages instead. Never a partial recovery.
 
 Reading creates nothing. A topic with no history answers with an *empty position*:
 offset 0 and an epoch ``~<generation>.<ms>`` stamped with the store's generation (a
-Redis instance's run id, a memory hub's id) and the time of the read. The first
+Redis's replication id, a memory hub's id) and the time of the read. The first
 stored broadcast begins the real epoch ``<generation>.<ms>.<nonce>``, offsets from 1.
 A client whose cursor is an empty position (offset 0, or advanced by the broadcasts
 it then received) recovers from the topic's epoch if that epoch is the first one

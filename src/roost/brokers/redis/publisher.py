@@ -122,6 +122,8 @@ class Publisher:
             self.stats.publish_timeouts += 1
             raise HistoryUnavailable("publish deadline passed")
         fut: asyncio.Future[tuple[int, str, bool]] = asyncio.get_running_loop().create_future()
+        # The script marks an epoch whose writes are acknowledged without WAIT (ARGV 15).
+        args = [*args, self.wait_replicas]
         item = StoredPublish(keys, args, fut, self.clock() + budget)
         self.queue.append(item)
         self._event.set()
