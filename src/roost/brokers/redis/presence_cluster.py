@@ -34,6 +34,11 @@ class ClusterPresence:
     def registry(self, topic: str) -> str:
         return f"{self.base}:{{{slot_tags()[slot_of('{' + topic + '}')]}}}"
 
+    async def time(self) -> tuple[int, int]:
+        """Redis's clock (seconds, microseconds) as one master tells it."""
+        secs, micros = await self.cluster.execute_command("TIME", target_nodes=RedisCluster.RANDOM)
+        return int(secs), int(micros)
+
     def queue(
         self, pipe: ClusterPipeline, script: AsyncScript, keys: list[str], args: list[Any]
     ) -> None:
