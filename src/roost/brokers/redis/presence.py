@@ -188,9 +188,8 @@ class RedisPresenceStore:
         return int(self.ttl * 1000)
 
     def _keys(self, topic: str) -> list[str]:
-        base = self.keys.base
         registry = self.registry if self._cluster is None else self._cluster.registry(topic)
-        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", registry]
+        return [self.keys.presence_hash(topic), self.keys.presence_expiries(topic), registry]
 
     @property
     def registry(self) -> str:
