@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..brokers.redis.keys import Keys
 from .option import opt
 
 
@@ -120,6 +121,7 @@ class RedisOptions:
     )
 
     def check_redis(self) -> None:
+        Keys(self.redis_prefix, self.app_name)  # no brace: it would move the hash tags
         if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
             raise ValueError("--redis-wait-timeout must be below --redis-timeout")
         if self.redis_wire == "phoenix":
