@@ -297,3 +297,56 @@ async def test_redis_frozen(world: World, traffic: Run) -> None:
     world.redis.resume()
     await asyncio.sleep(1.0)
     await _judge(world, traffic, "redis frozen 8s", since)
+
+
+async def test_a_lost_answer_retried_with_its_key_is_stored_once(world: World) -> None:
+    """Redis's answers to node a vanish (its requests still arrive): a message handed to
+    Redis is stored and published but its sender hears ``timeout``; ``roost chat``'s sender
+    (terminal.send_message) sends it again with the same idempotency key once the path
+    heals, gets ``ok`` with the first copy's id, and every member sees it once."""
+    from roost.terminal import send_message
+
+    urls = [world.nodes["a"].ws_url, world.nodes["b"].ws_url]
+    listeners = [Member(f"l{i}", [url], ROOM, failover=False) for i, url in enumerate(urls)]
+    for m in listeners:
+        await m.start()
+    sender = Client(urls[0], {"user": "sender"}, reconnect=False)
+    await sender.connect(5.0)
+    channel = sender.channel(ROOM, {"user": "sender"})
+    await channel.join(5.0)
+    replies: list[Any] = []
+    original = channel.push
+
+    async def recording_push(event: str, payload: Any, timeout: float = 10.0) -> Any:
+        reply = await original(event, payload, timeout)
+        replies.append(reply)
+        return reply
+
+    channel.push = recording_push  # type: ignore[method-assign]
+    try:
+        assert (await send_message(channel, "warm-up")).ok
+        world.net.cut_one_way(world.redis_host, world.hosts["a"])
+        sending = asyncio.create_task(send_message(channel, "once, please", (4.0, 4.0, 4.0)))
+        await asyncio.sleep(DEADLINE + 1.0)
+        # It was stored and published (node b's member has it) though a heard "timeout".
+        stored_in_cut = any(r.body == "once, please" for r in listeners[1].stream)
+        world.net.heal()
+        reply = await sending
+        await asyncio.sleep(2.0)  # the subscriber of a resubscribes and catches up
+        assert reply.ok, reply
+        first = replies[1]
+        assert first.response == {"reason": "timeout"}, first.response
+        copies = [sum(1 for r in m.stream if r.body == "once, please") for m in listeners]
+        report(
+            "lost answer, retried with its key", check_delivery(listeners, []),
+            attempts=len(replies) - 1, first=first.response.get("reason"), copies=copies,
+            stored_in_cut=stored_in_cut,
+        )  # fmt: skip
+        assert stored_in_cut, "the first copy should have been stored during the cut"
+        assert copies == [1, 1], copies
+        assert [r.id for m in listeners for r in m.stream if r.body == "once, please"] == [
+            reply.response["id"]
+        ] * 2
+    finally:
+        await sender.close()
+        await close_all(listeners)

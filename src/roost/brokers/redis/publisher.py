@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...pubsub import deadline as push_deadline
@@ -194,23 +194,40 @@ class Publisher:
                 self.stats.published += len(batch)
 
     async def _send(self, batch: list[PlainPublish | StoredPublish]) -> list[Any]:
+        """One pipelined round trip: the history script goes as EVALSHA straight away
+        (redis-py's Script in a pipeline asks SCRIPT EXISTS first: a round trip more per
+        batch); a Redis that does not know it yet (restarted, a promoted replica: script
+        caches are not replicated) answers NOSCRIPT, and those items go again as EVAL, in
+        order, before anything after this batch."""
         # A hard bound on top of the connection's own deadlines (pool wait, connect,
         # each reply), so a batch can never hold the queue for long.
         async with asyncio.timeout(3 * self.connection.timeout):
-            async with self.connection.redis.pipeline(transaction=False) as pipe:
-                for item in batch:
-                    if isinstance(item, PlainPublish):
-                        pipe.publish(item.channel, item.data)
-                    else:
-                        item.sent = True
-                        await self._script(keys=item.keys, args=item.args, client=pipe)
-                if self.wait_replicas and any(isinstance(i, StoredPublish) for i in batch):
-                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
-                t0 = self.clock()
-                results = await pipe.execute(raise_on_error=False)
-                if self.observe is not None:
-                    self.observe(self.clock() - t0)
-                return list(results)
+            results = await self._one_trip(batch, "EVALSHA")
+            again = [i for i, r in enumerate(results[: len(batch)]) if isinstance(r, NoScriptError)]
+            if again:
+                retry = await self._one_trip([batch[i] for i in again], "EVAL")
+                for i, result in zip(again, retry, strict=False):
+                    results[i] = result
+                if len(results) > len(batch):  # each WAIT covers its own pipeline's writes
+                    results[-1] = _fewer(results[-1], retry[-1])
+            return results
+
+    async def _one_trip(self, items: list[PlainPublish | StoredPublish], op: str) -> list[Any]:
+        script = self._script.sha if op == "EVALSHA" else self._script.script
+        async with self.connection.redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                if isinstance(item, PlainPublish):
+                    pipe.publish(item.channel, item.data)
+                else:
+                    item.sent = True
+                    pipe.execute_command(op, script, len(item.keys), *item.keys, *item.args)
+            if self.wait_replicas and any(isinstance(i, StoredPublish) for i in items):
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            t0 = self.clock()
+            results = await pipe.execute(raise_on_error=False)
+            if self.observe is not None:
+                self.observe(self.clock() - t0)
+            return list(results)
 
     def _unreplicated(
         self, batch: list[PlainPublish | StoredPublish], results: list[Any]
@@ -256,6 +273,15 @@ class Publisher:
         deadline = self.clock() + timeout
         while self.queue and self.clock() < deadline:
             await asyncio.sleep(0.01)
+
+
+def _fewer(first: Any, second: Any) -> Any:
+    """Of two WAIT answers, the one that confirms less (an error confirms nothing)."""
+    if isinstance(first, Exception):
+        return first
+    if isinstance(second, Exception):
+        return second
+    return min(int(first), int(second))
 
 
 def _refusal(item: StoredPublish, exc: BaseException) -> HistoryUnavailable:
