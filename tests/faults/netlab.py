@@ -120,6 +120,13 @@ class Net:
         """Packets from ``a`` to ``b`` vanish; ``b``'s packets still reach ``a``."""
         self._drop(a, b)
 
+    def cut_tcp(self, src: Host, dst: Host, dport: int) -> None:
+        """Packets from ``src`` to ``dst``'s TCP port ``dport`` vanish: one connection's
+        one direction (e.g. Redis → a node's subscriber connection), the rest flows."""
+        _run("iptables", "-w", "-I", self.chain, "1", "-s", src.ip, "-d", dst.ip,
+             "-p", "tcp", "--dport", str(dport), "-j", "DROP")  # fmt: skip
+        self.cuts.append((src.name, f"{dst.name}:{dport}"))
+
     def isolate(self, a: Host) -> None:
         """``a`` is cut from every other host (the clients on the machine still reach it)."""
         for other in self.hosts.values():

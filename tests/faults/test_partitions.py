@@ -69,6 +69,7 @@ def _node(world_hosts: dict[str, Host], name: str, redis: RedisServer, tmp: Path
     return start_server(
         "--redis", redis.url, *NODE_ARGS,
         "--redis-timeout", str(REDIS_TIMEOUT),
+        "--probe-interval", "1",  # the default (the suite's NODE_ARGS probe faster)
         "--allowed-origin", "*",
         node=name, log_dir=tmp, host=host.ip, wrap=host.exec_prefix(),
     )  # fmt: skip
@@ -264,8 +265,15 @@ CUTS = {
 
 @pytest.mark.parametrize(
     ("how", "seconds"),
-    [("both", 2.0), ("both", 8.0), ("node-to-redis", 8.0), ("redis-to-node", 8.0)],
-    ids=["both-short", "both-long", "node-to-redis-long", "redis-to-node-long"],
+    [
+        ("both", 2.0),
+        ("both", 8.0),
+        ("node-to-redis", 2.0),
+        ("node-to-redis", 8.0),
+        ("redis-to-node", 2.0),
+        ("redis-to-node", 8.0),
+    ],
+    ids=lambda v: f"{v:g}s" if isinstance(v, float) else str(v),
 )
 async def test_silent_cut_node_redis(world: World, traffic: Run, how: str, seconds: float) -> None:
     """Node a's path to Redis drops packets (both ways or one); its clients keep reaching it.
@@ -285,6 +293,31 @@ async def test_silent_cut_node_redis(world: World, traffic: Run, how: str, secon
     await _judge(
         world, traffic, f"cut {how} a/redis {seconds:g}s", since,
         detect=f"{detected:.2f}s" if detected is not None else "never",
+    )  # fmt: skip
+
+
+async def test_silent_subscriber_connection(world: World, traffic: Run) -> None:
+    """Only node a's subscriber connection goes silent (Redis's packets to it vanish); its
+    commands still work, so pushes are acknowledged all along. The liveness probe finds the
+    silent subscription inside the push deadline and restarts it; a's members get every
+    message, late, once, in order."""
+    await asyncio.sleep(1.0)
+    since = _position(traffic.members[0])
+    clients = world.redis.client().client_list()
+    subscriber = [c for c in clients if c["addr"].startswith(world.hosts["a"].ip + ":")
+                  and int(c.get("sub", 0)) > 0]  # fmt: skip
+    assert len(subscriber) == 1, clients
+    port = int(subscriber[0]["addr"].rsplit(":", 1)[1])
+    t0 = time.monotonic()
+    world.net.cut_tcp(world.redis_host, world.hosts["a"], port)
+    detected = await _ready_503_after(world.nodes["a"], t0, 8.0)
+    await asyncio.sleep(max(0.0, 8.0 - (time.monotonic() - t0)))
+    world.net.heal()
+    assert detected is not None and detected <= DEADLINE, detected
+    await asyncio.sleep(1.0)
+    await _judge(
+        world, traffic, "subscriber connection silent 8s", since,
+        detect=f"{detected:.2f}s",
     )  # fmt: skip
 
 

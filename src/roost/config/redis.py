@@ -114,10 +114,12 @@ class RedisOptions:
         minimum=0.001,
     )
     probe_interval: float = opt(
-        5.0,
+        1.0,
         "--probe-interval",
         "ROOST_PROBE_INTERVAL",
-        "Seconds between liveness probes through Redis.",
+        "Seconds between liveness probes through Redis (a message to itself on the "
+        "subscriber connection); none back within three of them: the subscription is "
+        "restarted (keep three under --push-deadline: a silent path is found in time).",
     )
 
     def check_redis(self) -> None:

@@ -66,7 +66,7 @@ class RedisBroker(Broker):
         mode: str = "topic",
         keys: Keys | None = None,
         node_ttl: float = 15.0,
-        probe_interval: float = 5.0,
+        probe_interval: float = 1.0,
         probe_timeout: float | None = None,
         subscribe_timeout: float = 5.0,
         timeout: float = 3.0,
