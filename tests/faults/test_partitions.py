@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -139,6 +140,33 @@ async def _ready_503_after(node: ServerProcess, since: float, timeout: float) ->
     while time.monotonic() < deadline:
         status, _ = await ahttp_get(f"{node.url}/readyz", timeout=1.0)
         if status == 503:
+            return time.monotonic() - since
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _metric(node: ServerProcess, name: str) -> float:
+    """The sum of a /metrics family's samples (0 when absent or unreachable)."""
+    try:
+        with urllib.request.urlopen(f"{node.url}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        sample = line.split("{")[0].split(" ")[0]
+        if sample in (name, f"{name}_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _metric_rises(
+    node: ServerProcess, name: str, since: float, timeout: float
+) -> float | None:
+    """Seconds after ``since`` until the counter ``name`` moves (None: it did not)."""
+    start = await asyncio.to_thread(_metric, node, name)
+    while time.monotonic() - since < timeout:
+        if await asyncio.to_thread(_metric, node, name) > start:
             return time.monotonic() - since
         await asyncio.sleep(0.1)
     return None
@@ -309,8 +337,9 @@ async def test_silent_subscriber_connection(world: World, traffic: Run) -> None:
     assert len(subscriber) == 1, clients
     port = int(subscriber[0]["addr"].rsplit(":", 1)[1])
     t0 = time.monotonic()
+    watch = asyncio.create_task(_metric_rises(world.nodes["a"], "roost_probe_restarts", t0, 8.0))
     world.net.cut_tcp(world.redis_host, world.hosts["a"], port)
-    detected = await _ready_503_after(world.nodes["a"], t0, 8.0)
+    detected = await watch  # (readiness is 503 only while the new subscription confirms)
     await asyncio.sleep(max(0.0, 8.0 - (time.monotonic() - t0)))
     world.net.heal()
     assert detected is not None and detected <= DEADLINE, detected
