@@ -44,14 +44,15 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/socket"
+        return f"ws://{self.host}:{self.port}/socket"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -91,8 +92,13 @@ def start_server(
     env: dict[str, str] | None = None,
     log_dir: Path | None = None,
     wait: bool = True,
+    host: str = "127.0.0.1",
+    wrap: list[str] | None = None,
 ) -> ServerProcess:
-    """Start ``python -m roost serve`` on 127.0.0.1 and wait until /healthz answers."""
+    """Start ``python -m roost serve`` on 127.0.0.1 and wait until /healthz answers.
+
+    ``host`` and ``wrap`` (a command prefix, e.g. ``ip netns exec NS``, that execs the rest)
+    run it in a network namespace of the fault suite's (tests/faults/netlab.py)."""
     port = port or free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = log_dir / f"roost-{node}-{port}-{time.monotonic_ns()}.log"
@@ -102,12 +108,12 @@ def start_server(
     full_env.pop("PORT", None)
     full_env.pop("NODE", None)
     cmd = [
-        sys.executable, "-m", "roost", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--node", node, *args,
+        *(wrap or []), sys.executable, "-m", "roost", "serve",
+        "--host", host, "--port", str(port), "--node", node, *args,
     ]  # fmt: skip
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
-    server = ServerProcess(port, proc, log_path, list(args))
+    server = ServerProcess(port, proc, log_path, list(args), host)
     if wait:
         try:
             wait_http(f"{server.url}/healthz", proc=proc)

@@ -37,7 +37,7 @@ from roost.brokers.redis.history import continues
 from roost.brokers.redis.sentinel import parse_sentinel_url
 from roost.config import ServeConfig
 from roost.protocol import Encoded
-from roost.pubsub import Envelope, HistoryPolicy, Position
+from roost.pubsub import Envelope, HistoryPolicy, HistoryUnavailable, Position
 
 from support import (
     RedisProcess,
@@ -126,15 +126,22 @@ async def chat_checked(nodes: list[ServerProcess], room: str) -> None:
     assert verdict, verdict.message()
 
 
-async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wait", [False, True], ids=["async", "wait-replicas-1"])
+async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(
+    tmp_path: Path, wait: bool
+) -> None:
     """The meta hash (epoch, offset) is replicated asynchronously: a promoted replica may
     hold an older offset in the SAME epoch. New messages must not reuse offsets clients
-    saw under that epoch; a client past the replica's offset gets recovered: false, a
-    client at or before it recovers exactly (what it missed, the new messages)."""
+    saw under that epoch: a new epoch begins. Whether a position of the old epoch may
+    continue in it depends on what was acknowledged: without WAIT messages 6-8 were
+    acknowledged and are lost, so every old position — even one before them — gets
+    recovered: false (recovering 3 or 5 from the replica would skip 6-8: a hole); with
+    WAIT 1 messages 6-8 were refused (the replica never had them), nothing acknowledged
+    is lost, and a client at or before the replica's offset recovers exactly."""
     master = start_redis("--repl-diskless-sync-delay", "0")
     replica = replica_of(master, tmp_path)
     policy = HistoryPolicy()
-    a = RedisBroker(master.url, timeout=0.5)
+    a = RedisBroker(master.url, timeout=0.5, wait_replicas=1 if wait else 0)
     b: RedisBroker | None = None
     try:
         await a.start("a", lambda e: None)
@@ -143,9 +150,14 @@ async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path:
             assert r.wait(1, 2000) == 1  # the replica has offsets 1-5
         with redis.Redis(port=replica.port) as r:
             r.replicaof("NO", "ONE")  # cut off (as by a partition), promoted early
-        lost = [await a.publish_stored(message(i), policy) for i in range(6, 9)]
         epoch = kept[0].epoch
-        assert [m.offset for m in lost] == [6, 7, 8] and {m.epoch for m in lost} == {epoch}
+        if wait:
+            for i in range(6, 9):  # stored on the master, never acknowledged
+                with pytest.raises(HistoryUnavailable):
+                    await a.publish_stored(message(i), policy)
+        else:
+            lost = [await a.publish_stored(message(i), policy) for i in range(6, 9)]
+            assert [m.offset for m in lost] == [6, 7, 8] and {m.epoch for m in lost} == {epoch}
         master.stop()  # SIGKILL: offsets 6-8 live only in what clients saw
         await a.stop()
         b = RedisBroker(replica.url, timeout=0.5)
@@ -153,15 +165,55 @@ async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path:
         new = [await b.publish_stored(message(i), policy) for i in range(9, 13)]
         assert all(m.epoch != epoch for m in new), "a promoted replica reused the epoch"
         assert [m.offset for m in new] == [6, 7, 8, 9]
-        for seen in (6, 8):  # a client that saw a lost message
+        for seen in (6, 8):  # a client that saw a lost (or refused) message
             back = await b.history("rooms:failover", Position(seen, epoch), policy)
             assert back.recovered is False and back.position.epoch == new[0].epoch
-        for seen in (5, 3):  # a client that saw only what the replica had: exact
+        for seen in (5, 3):  # a client that saw only what the replica had
             back = await b.history("rooms:failover", Position(seen, epoch), policy)
+            if not wait:  # acknowledged 6-8 are gone: no recovery may skip them
+                assert back.recovered is False and back.position.epoch == new[0].epoch
+                continue
             assert back.recovered is True, seen
             assert [m.offset for m in back.messages] == list(range(seen + 1, 10))
             bodies = [json.loads(m.payload)["body"] for m in back.messages]
             assert bodies == [f"m{i}" for i in range(seen + 1, 6)] + ["m9", "m10", "m11", "m12"]
+    finally:
+        if b is not None:
+            await b.stop()
+        master.stop()
+        replica.stop()
+
+
+async def test_a_read_on_a_promoted_replica_begins_the_new_epoch(tmp_path: Path) -> None:
+    """A join read on the promoted replica before anything is written there must not
+    answer from the old epoch: the replica's offset is older than what clients saw
+    (messages 4-5, acknowledged without WAIT, are lost). The read begins the new epoch
+    itself; the next publish stays in it and does not reuse the old epoch's offsets."""
+    master = start_redis("--repl-diskless-sync-delay", "0")
+    replica = replica_of(master, tmp_path)
+    policy = HistoryPolicy()
+    a = RedisBroker(master.url, timeout=0.5)
+    b: RedisBroker | None = None
+    try:
+        await a.start("a", lambda e: None)
+        kept = [await a.publish_stored(message(i), policy) for i in range(1, 4)]
+        with redis.Redis(port=master.port) as r:
+            assert r.wait(1, 2000) == 1
+        with redis.Redis(port=replica.port) as r:
+            r.replicaof("NO", "ONE")
+        for i in (4, 5):
+            await a.publish_stored(message(i), policy)
+        master.stop()
+        await a.stop()
+        b = RedisBroker(replica.url, timeout=0.5)
+        await b.start("b", lambda e: None)
+        epoch = kept[0].epoch
+        for seen in (1, 3, 5):
+            back = await b.history("rooms:failover", Position(seen, epoch), policy)
+            assert back.recovered is False and back.position.epoch != epoch, seen
+        read_epoch = back.position.epoch
+        after = await b.publish_stored(message(6), policy)
+        assert (after.offset, after.epoch) == (4, read_epoch)
     finally:
         if b is not None:
             await b.stop()
@@ -174,7 +226,7 @@ async def test_a_promoted_replica_that_lacks_writes_starts_a_new_epoch(tmp_path:
 
 async def test_wait_replicas_on_plain_redis(tmp_path: Path) -> None:
     """``--redis-wait-replicas 1`` without Sentinel: with a replica a message is
-    acknowledged; without one the sender gets ``temporarily unavailable`` — and the
+    acknowledged; without one the sender gets ``timeout`` (maybe stored) — and the
     message, stored on the master and published, still reaches the members."""
     master = start_redis("--repl-diskless-sync-delay", "0")
     lab = Lab(tmp_path)
@@ -191,7 +243,7 @@ async def test_wait_replicas_on_plain_redis(tmp_path: Path) -> None:
             await pub.member.start()
             refused = await pub.send()
             assert refused.status == "error", refused
-            assert refused.response == {"reason": "temporarily unavailable"}
+            assert refused.response == {"reason": "timeout"}  # stored, not known durable
             assert await eventually(lambda: len(member.stream) == 1, 5)
             assert member.stream[0].body == refused.body  # sent, though not acknowledged
             replica = replica_of(master, tmp_path)

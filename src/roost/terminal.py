@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import threading
+from collections.abc import Sequence
 from typing import IO, Any
 
 import click
@@ -70,7 +72,7 @@ async def run(
             click.echo(f"join refused: {exc.response}", err=True)
             return 1
         if send_text is not None:
-            reply = await channel.push("new:msg", {"body": send_text})
+            reply = await send_message(channel, send_text)
             if not reply.ok:
                 click.echo(f"error: {reply.response}", err=True)
                 return 1
@@ -79,6 +81,29 @@ async def run(
         return await _converse(channel, stdin or sys.stdin, closed)
     finally:
         await client.close()
+
+
+RETRY_AFTER = (0.5, 1.5, 3.0)  # seconds before each retry of a message (same key)
+RETRYABLE = frozenset({"timeout", "temporarily unavailable"})
+
+
+async def send_message(channel: Any, text: str, retry_after: Sequence[float] = RETRY_AFTER) -> Any:
+    """``new:msg`` with an idempotency key, sent again with the same key when the answer
+    was ``timeout`` / ``temporarily unavailable`` or did not come: stored once however
+    often it goes (the last reply, or the last TimeoutError, is the caller's)."""
+    payload = {"body": text, "key": secrets.token_urlsafe(12)}
+    for attempt in range(len(retry_after) + 1):
+        last = attempt == len(retry_after)
+        try:
+            reply = await channel.push("new:msg", payload, timeout=REPLY_WAIT)
+        except TimeoutError:
+            if last:
+                raise
+        else:
+            if reply.ok or last or reply.response.get("reason") not in RETRYABLE:
+                return reply
+        await asyncio.sleep(retry_after[attempt])
+    raise AssertionError("unreachable")
 
 
 async def _converse(channel: Any, stream: IO[str], closed: asyncio.Future[int | None]) -> int:
@@ -101,7 +126,7 @@ async def _converse(channel: Any, stream: IO[str], closed: asyncio.Future[int | 
         if not text:
             continue
         try:
-            reply = await channel.push("new:msg", {"body": text}, timeout=REPLY_WAIT)
+            reply = await send_message(channel, text)
         except (TimeoutError, ConnectionError):
             continue  # the close, if that was it, ends the loop next
         if not reply.ok:

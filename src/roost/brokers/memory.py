@@ -55,6 +55,8 @@ class _Topic:
     offset: int = 0
     size: int = 0  # bytes of the stored messages (events and payloads)
     messages: deque[StoredMessage] = field(default_factory=deque)
+    #: idempotency key → offset of its message, oldest first, only while it is kept
+    keys: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryHub:
@@ -136,9 +138,15 @@ class MemoryBroker(Broker):
         self.topics.discard(topic)
 
     # -- history -----------------------------------------------------------------------
-    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+    async def publish_stored(
+        self, envelope: Envelope, policy: HistoryPolicy, key: str | None = None
+    ) -> Envelope:
         """Store and publish; return the envelope with its offset (PubSub delivers it)."""
         state = self.hub.written(envelope.topic, policy)
+        first = state.keys.get(key) if key is not None else None
+        if first is not None and state.messages and first >= state.messages[0].offset:
+            # a retry of a message still kept: the first copy, not a second
+            return replace(envelope, offset=first, epoch=state.epoch, duplicate=True)
         state.offset += 1
         payload = with_offset(envelope.payload.data, state.offset)
         now = _now_ms()
@@ -146,6 +154,12 @@ class MemoryBroker(Broker):
         state.messages.append(stored)
         state.size += _size(stored)
         _trim(state, policy, now)
+        if key is not None:
+            state.keys[key] = state.offset
+        if state.keys:  # keys of messages no longer kept go with them
+            oldest = state.messages[0].offset if state.messages else state.offset + 1
+            while state.keys and next(iter(state.keys.values())) < oldest:
+                del state.keys[next(iter(state.keys))]
         out = replace(envelope, payload=Encoded(payload), offset=state.offset, epoch=state.epoch)
         await self.publish(out)
         return out

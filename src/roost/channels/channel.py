@@ -167,16 +167,18 @@ class Channel:
     def _store(self, event: str) -> HistoryPolicy | None:
         return self.socket.endpoint.history if event in self.history_events else None
 
-    async def broadcast(self, event: str, payload: Any) -> None:
+    async def broadcast(self, event: str, payload: Any, *, key: str | None = None) -> None:
         """Send to every subscriber of this topic, on every node, this client included.
 
         Events named in ``history_events`` are stored first; if that fails,
-        HistoryUnavailable is raised and nobody got the message (except when the store
-        succeeded but too few replicas had it in time, ``--redis-wait-replicas``: the
-        message is out, only not known to survive a failover).
+        HistoryUnavailable is raised and nobody got the message. Its subclass
+        HistoryTimeout means the outcome is unknown (handed to Redis, no answer before the
+        push deadline; or stored with too few replicas in time, ``--redis-wait-replicas``).
+        ``key``, an idempotency key, makes a stored broadcast happen once however often it
+        is retried while the first copy is kept in the history.
         """
         await self.socket.endpoint.pubsub.broadcast(
-            self.topic, event, payload, store=self._store(event)
+            self.topic, event, payload, store=self._store(event), key=key
         )
 
     async def broadcast_from(self, event: str, payload: Any) -> None:

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import Encoded, Ref
-from ..pubsub import HistoryPolicy, PubSub, Wire
+from ..pubsub import HistoryPolicy, PubSub, Subscriber, Wire
 from .lifecycle import ChannelEvent
 from .reply import Reply
 
 
-class PresenceChannel(Protocol):
-    """What Presence needs of a channel: its topic, whether it is joined, a push."""
+class PresenceChannel(Subscriber, Protocol):
+    """What Presence needs of a channel: its topic, whether it is joined, a push; and
+    the subscriber it is (its broadcasts are paused while a state is read for it)."""
 
     @property
     def topic(self) -> str: ...

@@ -28,6 +28,10 @@ class Limits:
     join_rate: float = 10.0  # joins per second; excess: "rate limited"
     join_burst: float = 100.0
     abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
+    # Seconds from a message's arrival to its answer, whatever it waits for (queue, Redis
+    # pool, command, reconnect); past it: an error reply at once (pubsub/deadline.py).
+    # Well under phoenix.js's 10 s push timeout, so a client never gives up on an ok.
+    push_deadline: float = 5.0
     max_connections: int = 25_000  # per node; beyond: HTTP 503 before the upgrade
     # Per client address (clientip.client_key; 0: unlimited), for WebSocket upgrades and
     # long-poll sessions alike: new connections a second / saved up, and open at once.
@@ -47,6 +51,7 @@ class EndpointStats:
     pushes: int = 0
     replies_out: int = 0
     pushes_out: int = 0
+    expired: int = 0  # messages that waited out their push deadline before handling
     rate_limited: int = 0
     slow_consumers: int = 0
     connections_total: int = 0

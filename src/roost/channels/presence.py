@@ -22,7 +22,7 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Container
+from collections.abc import AsyncIterator, Callable, Container
 from typing import Any
 
 from ..pubsub import PubSub
@@ -194,15 +194,41 @@ class Presence:
         return sorted(cached[1].items(), key=lambda item: (-item[1], item[0]))
 
     async def push_state(self, channel: PresenceChannel) -> None:
+        """Push the topic's ``presence_state`` to ``channel``: from the join on, its
+        client keeps the list (with the diffs that follow). The channel's broadcasts are
+        held back while the state is read (``_paused``)."""
+        topic = channel.topic
+        async with self._paused(topic, [channel]):
+            try:
+                state = await self.list(topic)
+            except Exception:
+                log.warning("presence store unavailable; empty state sent on %s", topic)
+                state = {}
+            if not channel.joined:  # ended meanwhile: nothing more is pushed to it
+                return
+            self._viewers.setdefault(topic, set()).add(channel)
+            channel.push(STATE, state)
+
+    @contextlib.asynccontextmanager
+    async def _paused(
+        self, topic: str, channels: builtins.list[PresenceChannel]
+    ) -> AsyncIterator[None]:
+        """The channels' broadcasts kept aside (``PubSub.pause``) while a state is read
+        and pushed, then written after it, in order.
+
+        A client that has a list applies a ``presence_diff`` at once and makes its list
+        the next ``presence_state``. Without the pause, a diff of a change the read did
+        not see (a leave, a join, made after it) could be written before the state, and
+        the state would undo it: a leaver listed for good, a joiner missing. After the
+        state it is applied on top of it; a diff of a change the state already holds is
+        harmless there (phoenix.js matches metas by phx_ref), so the list converges.
+        """
+        paused = [c for c in channels if self.pubsub.pause(topic, c)]
         try:
-            state = await self.list(channel.topic)
-        except Exception:
-            log.warning("presence store unavailable; empty state sent on %s", channel.topic)
-            state = {}
-        if not channel.joined:  # ended meanwhile: nothing more is pushed to it
-            return
-        self._viewers.setdefault(channel.topic, set()).add(channel)
-        channel.push(STATE, state)
+            yield
+        finally:
+            for channel in paused:
+                self.pubsub.resume(topic, channel)
 
     def _forget(self, channel: PresenceChannel) -> None:
         viewers = self._viewers.get(channel.topic)
@@ -223,16 +249,17 @@ class Presence:
             if not viewers:
                 self._viewers.pop(topic, None)
                 continue
-            try:
-                state = await self.list(topic)
-            except Exception:
-                log.warning("presence store unavailable; fresh state for %s later", topic)
-                failed.append(topic)
-                continue
-            log.info("presence: fresh state pushed to %d members of %s", len(viewers), topic)
-            for channel in viewers:
-                if channel.joined:
-                    channel.push(STATE, state)
+            async with self._paused(topic, viewers):
+                try:
+                    state = await self.list(topic)
+                except Exception:
+                    log.warning("presence store unavailable; fresh state for %s later", topic)
+                    failed.append(topic)
+                    continue
+                log.info("presence: fresh state pushed to %d members of %s", len(viewers), topic)
+                for channel in viewers:
+                    if channel.joined:
+                        channel.push(STATE, state)
         return failed
 
     async def _changed(

@@ -29,7 +29,7 @@ from ..protocol import (
 )
 from ..protocol.close import CLOSE_INVALID, CLOSE_POLICY
 from ..protocol.close import CLOSE_RESTART as CLOSE_RESTART  # re-exported: server/drain.py
-from ..pubsub import HistoryUnavailable, Wire
+from ..pubsub import HistoryUnavailable, Wire, deadline
 from ..security.ratelimit import TokenBucket
 from .channel import Channel
 from .contracts import Verdict
@@ -124,8 +124,11 @@ class Socket:
         self.send(self.serializer.reply(join_ref, ref, topic, status, response))
 
     # -- input -------------------------------------------------------------------------
-    async def handle(self, opcode: int, data: bytes | str) -> None:
-        """Decode one frame and act on it. Raises InvalidFrame for unanswerable garbage."""
+    async def handle(self, opcode: int, data: bytes | str, arrived: float | None = None) -> None:
+        """Decode one frame and act on it. Raises InvalidFrame for unanswerable garbage.
+
+        ``arrived``: when the frame reached the node (``endpoint.clock``), if it waited in
+        a queue before this; its push deadline counts from then (pubsub/deadline.py)."""
         try:
             msg = self.serializer.decode(opcode, data)
         except ProtocolError as exc:
@@ -139,15 +142,27 @@ class Socket:
                 )
                 return
             raise InvalidFrame(exc.reason) from None
-        await self.handle_message(msg)
+        await self.handle_message(msg, arrived)
 
-    async def handle_message(self, msg: Message) -> None:
+    async def handle_message(self, msg: Message, arrived: float | None = None) -> None:
         topic, event = msg.topic, msg.event
         stats = self.stats
         if event == HEARTBEAT and topic == PHOENIX_TOPIC:
             stats.heartbeats += 1
             self._reply(None, msg.ref, topic, "ok", EMPTY)
             return
+        now = self.endpoint.clock()
+        due = (now if arrived is None else arrived) + self.endpoint.limits.push_deadline
+        if now >= due:  # it waited its whole deadline in a queue: never handled, never late
+            stats.expired += 1
+            self._reply(msg.join_ref, msg.ref, topic, "error", UNAVAILABLE)
+            return
+        with deadline.within(due):
+            await self._handle_message(msg)
+
+    async def _handle_message(self, msg: Message) -> None:
+        topic, event = msg.topic, msg.event
+        stats = self.stats
         if event == PHX_JOIN:
             stats.joins += 1
         elif event == PHX_LEAVE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -11,6 +12,7 @@ from ..channels import Channel, JoinError, Reply
 from ..channels.channel import parse_since
 from ..channels.presence import Presence
 from ..pubsub import HistoryUnavailable, Position
+from ..pubsub.history import refusal as refusal_reason
 from . import validate
 from .directory import listing
 
@@ -20,6 +22,12 @@ log = logging.getLogger("roost.chat")
 def message_id() -> str:
     """Unique and roughly time-ordered: milliseconds in hex, then 6 random bytes."""
     return f"{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
+
+
+def keyed_id(topic: str, user: str, key: str) -> str:
+    """The id of a message sent with an idempotency key: the same on every retry."""
+    digest = hashlib.blake2b(f"{topic}\0{user}\0{key}".encode(), digest_size=12).hexdigest()
+    return f"k{digest}"
 
 
 TAKEN = "name is taken by a verified user"
@@ -129,24 +137,30 @@ class RoomChannel(Channel):
         try:
             text = validate.body(payload)
             claimed = None if self.user else validate.user_name(payload.get("user"))
+            key = validate.message_key(payload)
         except validate.Invalid as exc:
             return Reply.error({"reason": exc.reason})
         refusal = await self.guest_refusal(claimed)
         if refusal is not None:
             return Reply.error({"reason": refusal})
-        msg_id = message_id()
+        user = self.user or claimed or "anonymous"
+        # With a key, the id and the stored key are the same digest of the sender's name
+        # and its key: a retry gets the first copy's id, and nobody can take another
+        # sender's key (nor learn it from the id).
+        scoped = keyed_id(self.topic, user, key) if key is not None else None
+        msg_id = scoped or message_id()
         message = {
             "id": msg_id,
-            "user": self.user or claimed or "anonymous",
+            "user": user,
             "verified": self.verified,
             "body": text,
             "at": int(time.time() * 1000),
             "node": self.node,
         }
         try:
-            await self.broadcast("new:msg", message)
-        except HistoryUnavailable:
-            return Reply.error({"reason": "temporarily unavailable"})
+            await self.broadcast("new:msg", message, key=scoped)
+        except HistoryUnavailable as exc:
+            return Reply.error({"reason": refusal_reason(exc)})
         return Reply.ok({"id": msg_id})
 
     async def rename(self, payload: Any) -> Reply:

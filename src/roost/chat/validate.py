@@ -85,3 +85,17 @@ def body(payload: Any) -> str:
     if len(text) > MAX_BODY or len(orjson.dumps(text)) > MAX_BODY_BYTES:
         raise Invalid("body too long")
     return text
+
+
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def message_key(payload: Any) -> str | None:
+    """``new:msg``'s optional ``key``: the sender's idempotency key (roost.js sends a
+    random one per message and the same one on a retry); 8 to 64 of ``[A-Za-z0-9_-]``."""
+    value = payload.get("key") if isinstance(payload, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or KEY_RE.fullmatch(value) is None:
+        raise Invalid("invalid key")
+    return value

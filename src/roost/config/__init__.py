@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..brokers.redis.keys import check_node
 from .access import AccessOptions
 from .app import AppOptions
 from .limits import LimitOptions
@@ -26,6 +27,8 @@ class ServeConfig(AppOptions, AccessOptions, LimitOptions, RedisOptions, ServeOp
     def __post_init__(self) -> None:
         self.check_access()
         self.check_redis()
+        if self.redis_url and self.node:
+            check_node(self.node)  # in Redis names: no brace
         count = self.worker_count()  # "two" or 0 is a usage error
         if count > 1 and not self.redis_url:
             raise ValueError(

@@ -42,6 +42,15 @@ class LimitOptions:
         L.join_rate, "--join-rate", "ROOST_JOIN_RATE", "Joins per second per socket (0: unlimited)."
     )
     join_burst: float = opt(L.join_burst, "--join-burst", "ROOST_JOIN_BURST", "Joins saved up.")
+    push_deadline: float = opt(
+        L.push_deadline,
+        "--push-deadline",
+        "ROOST_PUSH_DEADLINE",
+        "Seconds from a client's message reaching the node to its answer, whatever it waits "
+        "for (queue, Redis pool, command, reconnect): past it the client gets an error reply "
+        "at once, never a late ok. Keep it under the clients' push timeout (phoenix.js: 10 s).",
+        minimum=0.1,
+    )
     max_connections: int = opt(
         L.max_connections,
         "--max-connections",
@@ -86,6 +95,7 @@ class LimitOptions:
             msg_burst=self.msg_burst,
             join_rate=self.join_rate,
             join_burst=self.join_burst,
+            push_deadline=self.push_deadline,
             max_connections=self.max_connections,
             max_connections_per_ip=self.max_connections_per_ip,
             conn_rate=self.conn_rate,

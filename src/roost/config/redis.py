@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..brokers.redis.keys import Keys
 from .option import opt
 
 
@@ -93,8 +94,8 @@ class RedisOptions:
         3.0,
         "--redis-timeout",
         "ROOST_REDIS_TIMEOUT",
-        "Deadline of every Redis command (connect, pool wait, reply); a stored publish "
-        "answers within twice this (keep it under phoenix.js's 10 s push timeout).",
+        "Deadline of every Redis command (connect, pool wait, reply); a client's push is "
+        "answered within --push-deadline whatever this is.",
         minimum=0.05,
     )
     redis_wait_replicas: int = opt(
@@ -102,7 +103,7 @@ class RedisOptions:
         "--redis-wait-replicas",
         "ROOST_REDIS_WAIT_REPLICAS",
         "Acknowledge a stored message only once this many replicas have it (Redis WAIT); "
-        "0: off. Fewer in time: the sender gets 'temporarily unavailable'.",
+        "0: off. Fewer in time: the sender gets 'timeout' (sent and stored, not known durable).",
         minimum=0,
     )
     redis_wait_timeout: float = opt(
@@ -113,13 +114,16 @@ class RedisOptions:
         minimum=0.001,
     )
     probe_interval: float = opt(
-        5.0,
+        1.0,
         "--probe-interval",
         "ROOST_PROBE_INTERVAL",
-        "Seconds between liveness probes through Redis.",
+        "Seconds between liveness probes through Redis (a message to itself on the "
+        "subscriber connection); none back within three of them: the subscription is "
+        "restarted (keep three under --push-deadline: a silent path is found in time).",
     )
 
     def check_redis(self) -> None:
+        Keys(self.redis_prefix, self.app_name)  # no brace: it would move the hash tags
         if self.redis_wait_replicas and self.redis_wait_timeout >= self.redis_timeout:
             raise ValueError("--redis-wait-timeout must be below --redis-timeout")
         if self.redis_wire == "phoenix":

@@ -1,10 +1,12 @@
 """Node-local PubSub with the fastlane, and the broker interface below it."""
 
+from . import deadline
 from .broker import Broker, Counter, Deliver, Lost, Timing
 from .envelope import Envelope
 from .fanout import fastlane
 from .history import (
     HistoryPolicy,
+    HistoryTimeout,
     HistoryUnavailable,
     Page,
     Position,
@@ -20,6 +22,7 @@ __all__ = [
     "Deliver",
     "Envelope",
     "HistoryPolicy",
+    "HistoryTimeout",
     "HistoryUnavailable",
     "Lost",
     "Page",
@@ -31,5 +34,6 @@ __all__ = [
     "Timing",
     "Wire",
     "WireKind",
+    "deadline",
     "fastlane",
 ]

@@ -55,10 +55,15 @@ class Broker(Protocol):
 
     async def unsubscribe(self, topic: str) -> None: ...
 
-    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+    async def publish_stored(
+        self, envelope: Envelope, policy: HistoryPolicy, key: str | None = None
+    ) -> Envelope:
         """Append to the topic's history and publish; return the envelope with its offset.
 
-        Raises HistoryUnavailable when it could not be stored (nothing was published).
+        ``key``: an idempotency key. When a message with the same key is still in the
+        topic's history (same epoch), nothing is stored or published again: the first
+        copy's position comes back, marked ``duplicate``. Raises HistoryUnavailable when
+        it could not be stored (nothing was published).
         """
         ...
 

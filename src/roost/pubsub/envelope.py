@@ -23,3 +23,6 @@ class Envelope:
     exclude: str | None = None
     offset: int | None = None  # set when the message was stored in the topic's history
     epoch: str | None = None
+    #: A stored publish whose idempotency key was already stored: this is the first copy's
+    #: position, and nothing was published again (never on the wire between nodes).
+    duplicate: bool = False

@@ -9,7 +9,7 @@ messages instead. Never a partial recovery.
 
 Reading creates nothing. A topic with no history answers with an *empty position*:
 offset 0 and an epoch ``~<generation>.<ms>`` stamped with the store's generation (a
-Redis instance's run id, a memory hub's id) and the time of the read. The first
+Redis's replication id, a memory hub's id) and the time of the read. The first
 stored broadcast begins the real epoch ``<generation>.<ms>.<nonce>``, offsets from 1.
 A client whose cursor is an empty position (offset 0, or advanced by the broadcasts
 it then received) recovers from the topic's epoch if that epoch is the first one
@@ -61,6 +61,18 @@ class Recovery:
 
 class HistoryUnavailable(Exception):
     """The broker could not store the message (e.g. Redis is down); nothing was sent."""
+
+
+class HistoryTimeout(HistoryUnavailable):
+    """The message was handed to Redis and no answer came before the push deadline: it
+    may have been stored (the client is told ``timeout``; a retry with the same
+    idempotency key gets the first copy, see deadline.py)."""
+
+
+def refusal(exc: HistoryUnavailable) -> str:
+    """The reason a client is given: ``timeout`` when the message may have been stored
+    (retry with the same idempotency key), ``temporarily unavailable`` when it was not."""
+    return "timeout" if isinstance(exc, HistoryTimeout) else "temporarily unavailable"
 
 
 def with_offset(payload: bytes, offset: int) -> bytes:

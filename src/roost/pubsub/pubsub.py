@@ -18,14 +18,16 @@ log = logging.getLogger("roost.pubsub")
 
 
 class _Held:
-    """A joining subscriber's broadcasts, kept until its join reply is on the wire."""
+    """A joining subscriber's broadcasts, kept until its join reply is on the wire (or a
+    paused subscriber's, kept until it resumes)."""
 
-    __slots__ = ("after", "buffer", "waiting")
+    __slots__ = ("after", "buffer", "pauses", "waiting")
 
     def __init__(self) -> None:
         self.after: Position | None = None  # the end of the history its reply carried
         self.buffer: list[Envelope] = []
         self.waiting = False  # reply sent; waiting for this node to reach ``after``
+        self.pauses = 0  # a joined subscriber paused (``pause``) this many times over
 
 
 class PubSub:
@@ -119,6 +121,41 @@ class PubSub:
             kept.waiting = True
         return True
 
+    def pause(self, topic: str, sub: Subscriber) -> bool:
+        """Keep a joined subscriber's broadcasts aside until ``resume``: what it is
+        written next (a fresh presence state read meanwhile) comes before them.
+        Re-entrant (one ``resume`` per ``pause``). False when ``sub`` is not a plain
+        subscriber of ``topic`` (still joining, or gone): nothing is paused."""
+        held = self._held.get(topic)
+        kept = held.get(sub) if held is not None else None
+        if kept is not None and kept.pauses:
+            kept.pauses += 1
+            return True
+        subs = self._topics.get(topic)
+        if subs is None or sub not in subs:
+            return False
+        del subs[sub]
+        if not subs:
+            del self._topics[topic]
+        self._plans.pop(topic, None)
+        kept = _Held()
+        kept.pauses = 1
+        self._held.setdefault(topic, {})[sub] = kept
+        return True
+
+    def resume(self, topic: str, sub: Subscriber) -> bool:
+        """The end of a ``pause``: once every pause ended, the kept broadcasts are
+        written in order and ``sub`` is a plain subscriber again. False when ``sub``
+        is no longer paused (it left, or the topic was lost: see ``_lost``)."""
+        held = self._held.get(topic)
+        kept = held.get(sub) if held is not None else None
+        if kept is None or not kept.pauses:
+            return False
+        kept.pauses -= 1
+        if not kept.pauses:
+            self._release(topic, sub, kept)
+        return True
+
     def _caught_up(self, topic: str, after: Position | None) -> bool:
         if after is None or after.offset == 0 or not self.broker.delivers_stored:
             return True
@@ -155,13 +192,14 @@ class PubSub:
 
     def _lost(self, topic: str) -> None:
         """The broker lost the topic's continuity: every local subscriber goes (each
-        one's ``lost``; one still waiting for its join reply is refused by ``release``)."""
+        one's ``lost``, a paused one too; one still waiting for its join reply is refused
+        by ``release``)."""
         subs = list(self._topics.pop(topic, {}))
         held = self._held.pop(topic, {})
         self._plans.pop(topic, None)
         self._positions.pop(topic, None)
         log.warning("topic %s lost its continuity here: %d subscribers end", topic, len(subs))
-        for sub in subs + [s for s, kept in held.items() if kept.waiting]:
+        for sub in subs + [s for s, kept in held.items() if kept.waiting or kept.pauses]:
             try:
                 sub.lost()
             except Exception:
@@ -215,11 +253,13 @@ class PubSub:
         *,
         exclude: Subscriber | None = None,
         store: HistoryPolicy | None = None,
+        key: str | None = None,
     ) -> int:
         """Send to every subscriber of ``topic`` on every node (``exclude`` skipped).
 
         With ``store``, the message is first appended to the topic's history and gets an
-        offset (raises HistoryUnavailable if it cannot be stored: then nobody got it).
+        offset (raises HistoryUnavailable if it cannot be stored: then nobody got it);
+        ``key`` makes that idempotent (see ``Broker.publish_stored``).
         """
         encoded = Encoded.of(payload)
         marker = None
@@ -229,8 +269,8 @@ class PubSub:
                 self._senders[marker] = exclude  # its echo finds the sender in O(1)
         env = Envelope(self.node, 0, topic, event, encoded, marker)
         if store is not None:
-            stored = await self.broker.publish_stored(env, store)
-            if self.broker.delivers_stored:
+            stored = await self.broker.publish_stored(env, store, key)
+            if self.broker.delivers_stored or stored.duplicate:
                 return 0
             return self._local(stored, exclude)
         try:

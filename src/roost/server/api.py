@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from ..protocol import realtime as shapes
-from ..pubsub import HistoryUnavailable
+from ..pubsub import HistoryTimeout, HistoryUnavailable
 from ..security.rooms import SETTINGS_KEY, RoomPolicy
 from .admission import ENDPOINT_KEY
 from .body import TooLarge, read_body
@@ -85,6 +85,8 @@ async def broadcast(request: web.Request) -> web.Response:
         return _error(400, "payload must be an object for events kept in history")
     try:
         await endpoint.pubsub.broadcast(topic, event, payload, store=store)
+    except HistoryTimeout:  # handed to Redis, no answer in time: it may have been stored
+        return _error(504, "timeout")
     except HistoryUnavailable:
         return _error(503, "temporarily unavailable")
     log.info("api broadcast topic=%s event=%s", topic, event)

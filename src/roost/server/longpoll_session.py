@@ -172,6 +172,7 @@ class Session:
         if self.closed or self.socket is None:
             return {"status": 410}
         max_frame = self.endpoint.limits.max_frame
+        arrived = self.endpoint.clock()  # the push deadline counts from the POST
         async with self.lock:
             for line in lines:
                 if not line:
@@ -185,7 +186,7 @@ class Session:
                     self.close(CLOSE_TOO_BIG, f"frame over {max_frame} bytes")
                     return {"status": 413}
                 try:
-                    await self.socket.handle(opcode, data)
+                    await self.socket.handle(opcode, data, arrived)
                 except CloseSocket as exc:
                     self.close(exc.code, exc.reason)
                     return {"status": 410}

@@ -71,6 +71,11 @@ class RoostCollector(Collector):
         )
         yield counter("roost_rate_limited", "Messages refused by a rate limit.", st.rate_limited)
         yield counter(
+            "roost_messages_expired",
+            "Client messages that waited out --push-deadline before handling (answered error).",
+            st.expired,
+        )
+        yield counter(
             "roost_connections_throttled",
             "New connections answered 429 (a client's connection rate or open-connection cap).",
             st.throttled,

@@ -49,14 +49,16 @@ _STOP = -1  # a queued close/error: (``_STOP``, (code, reason))
 _PONG = -2  # a queued pong: (``_PONG``, payload)
 
 
-async def handle_one(socket: Socket, wire: WsWire, opcode: int, data: Any) -> bool:
+async def handle_one(
+    socket: Socket, wire: WsWire, opcode: int, data: Any, arrived: float | None = None
+) -> bool:
     """Let ``socket`` handle one message; False when the connection must end.
 
     The one place both WebSocket paths (lean and aiohttp) turn a handler's exception
     into a close code: CloseSocket's own, anything else 1011.
     """
     try:
-        await socket.handle(opcode, data)
+        await socket.handle(opcode, data, arrived)
     except CloseSocket as exc:
         log.info("closing socket code=%d: %s", exc.code, exc.reason)
         wire.close(exc.code, exc.reason[:100])
@@ -76,7 +78,8 @@ class WsConn(WsReader, asyncio.Protocol):
         self.socket = socket
         self.wire = wire
         self.wheel = wheel
-        self.queue: deque[tuple[int, Any]] | None = None
+        # (opcode, data, arrival on socket.endpoint.clock): the push deadline counts from it
+        self.queue: deque[tuple[int, Any, float]] | None = None
         self.task: asyncio.Task[None] | None = None
         self.lost = False
         self.last = 0.0
@@ -105,23 +108,24 @@ class WsConn(WsReader, asyncio.Protocol):
 
     def _queue(self, opcode: int, data: Any) -> None:
         queue = self.queue
+        arrived = self.socket.endpoint.clock()
         if queue is None:
             queue = self.queue = deque()
-            queue.append((opcode, data))
+            queue.append((opcode, data, arrived))
             task = asyncio.get_running_loop().create_task(self._run(queue))
             self.task = task
             _TASKS.add(task)
             task.add_done_callback(_TASKS.discard)
             return
-        queue.append((opcode, data))
+        queue.append((opcode, data, arrived))
         if len(queue) == MAX_QUEUED:
             self.wire.transport.pause_reading()
 
-    async def _run(self, queue: deque[tuple[int, Any]]) -> None:
+    async def _run(self, queue: deque[tuple[int, Any, float]]) -> None:
         socket, wire = self.socket, self.wire
         try:
             while queue and not wire.closed:
-                opcode, data = queue.popleft()
+                opcode, data, arrived = queue.popleft()
                 if len(queue) == MAX_QUEUED - 1 and not self.lost:
                     wire.transport.resume_reading()
                 if opcode < 0:
@@ -130,7 +134,7 @@ class WsConn(WsReader, asyncio.Protocol):
                         continue
                     wire.close(*data)
                     break
-                if not await handle_one(socket, wire, opcode, data):
+                if not await handle_one(socket, wire, opcode, data, arrived):
                     self.done = True  # read nothing more
                     break
         finally:

@@ -66,7 +66,7 @@ class RedisBroker(Broker):
         mode: str = "topic",
         keys: Keys | None = None,
         node_ttl: float = 15.0,
-        probe_interval: float = 5.0,
+        probe_interval: float = 1.0,
         probe_timeout: float | None = None,
         subscribe_timeout: float = 5.0,
         timeout: float = 3.0,
@@ -102,8 +102,8 @@ class RedisBroker(Broker):
         self.connection = RedisConnection(
             url, timeout=timeout, pool_size=pool_size, **connection_kwargs
         )
-        # A stored publish answers inside 2 x timeout: below phoenix.js's 10 s push
-        # timeout with the default, so a client never sees a late ok.
+        # A client's stored publish answers inside its push deadline (the socket sets it,
+        # pubsub/deadline.py); 2 x timeout bounds the others (server-side broadcasts).
         self.publisher = Publisher(
             self.connection,
             self.stats,
@@ -119,6 +119,8 @@ class RedisBroker(Broker):
             on_confirmed=self._on_confirmed,
             on_lost=self._on_lost,
         )
+        self.publisher.reachable = lambda: self.stats.responsive
+        self.publisher.unanswered = lambda: self._responsive(False)
         self._read_with(self.connection)
         self.cluster = False  # a Redis Cluster (found at start): see cluster.py
         self._stores: list[RedisPresenceStore] = []
@@ -297,8 +299,11 @@ class RedisBroker(Broker):
         data = codec.encode(envelope, self._next_seq(channel), ts, mac)
         self.publisher.plain(channel, data)
 
-    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
-        """Store in the topic's stream and publish, in one script; wait for its offset."""
+    async def publish_stored(
+        self, envelope: Envelope, policy: HistoryPolicy, key: str | None = None
+    ) -> Envelope:
+        """Store in the topic's stream and publish, in one script; wait for its offset
+        (``key``: idempotent within the kept history, see history.PUBLISH_STORED)."""
         payload = envelope.payload
         if payload.binary:
             raise ValueError("history stores JSON object payloads, not binary")
@@ -306,7 +311,11 @@ class RedisBroker(Broker):
         channel = self.channel_for(topic)
         seq = self._next_seq(channel)
         ts = int(time.time() * 1000)
-        keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
+        keys = [
+            self.keys.history_meta(topic),
+            self.keys.history_stream(topic),
+            self.keys.history_keys(topic),
+        ]
         args: list[Any] = [
             os.urandom(6).hex(),
             channel,
@@ -321,8 +330,9 @@ class RedisBroker(Broker):
             policy.max_age_ms,
             self._sign(envelope, payload.data, ts) or "",
             policy.max_bytes,
+            key or "",
         ]
-        offset, epoch = await self.publisher.stored(keys, args)
+        offset, epoch, duplicate = await self.publisher.stored(keys, args)
         return Envelope(
             envelope.node,
             seq,
@@ -332,6 +342,7 @@ class RedisBroker(Broker):
             envelope.exclude,
             offset,
             epoch,
+            duplicate,
         )
 
     def _sign(self, env: Envelope, payload: bytes, ts_ms: int) -> str | None:

@@ -13,9 +13,9 @@ again as EVAL, in order.
 With ``wait_replicas`` N > 0, each master's pipeline that holds stored publishes ends
 with ``WAIT N timeout`` sent to that master (on the pipeline's one connection to it,
 after its scripts), with one Redis's meaning: fewer replicas in time, and that group's
-stored publishes answer ``HistoryUnavailable`` (though stored and published). A stored
-publish that a MOVED redirect sent to another master is not covered by that WAIT and
-is answered the same way.
+stored publishes answer ``HistoryTimeout`` (stored and published, not known to be
+durable: the client's ``timeout``). A stored publish that a MOVED redirect sent to
+another master is not covered by that WAIT and is answered the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from redis.exceptions import ClusterError, NoScriptError
 
-from ...pubsub.history import HistoryUnavailable
+from ...pubsub.history import HistoryTimeout
 from .cluster import CLUSTER_ERRORS, PUBLISH_STORED_SHARDED, ClusterConnection
 from .publisher import PlainPublish, Publisher, StoredPublish
 
@@ -133,6 +133,7 @@ class ClusterPublisher(Publisher):
                 if isinstance(item, PlainPublish):
                     pipe.execute_command("SPUBLISH", item.channel, item.data)
                 else:
+                    item.sent = True
                     pipe.execute_command(*head(item), *item.keys, *item.args)
             if wait and node is not None:  # after the scripts, on their connection
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms, target_nodes=node)
@@ -148,7 +149,7 @@ class ClusterPublisher(Publisher):
     def _replicated(
         self, items: list[Item], results: list[Any], acked: Any, address: Address
     ) -> None:
-        """The group's stored results become ``HistoryUnavailable`` unless WAIT on its
+        """The group's stored results become ``HistoryTimeout`` unless WAIT on its
         master answered enough replicas and the publish ran on that master."""
         if acked is None:
             why: str | None = "no master known to WAIT on"
@@ -166,4 +167,4 @@ class ClusterPublisher(Publisher):
             reason = why or (None if self._owner(item) == address else "moved before WAIT")
             if reason is not None:
                 self.stats.publish_errors += 1
-                results[i] = HistoryUnavailable(reason)
+                results[i] = HistoryTimeout(reason)

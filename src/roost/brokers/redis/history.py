@@ -1,16 +1,20 @@
 """History in Redis: a stream and a meta hash per topic, written by one Lua script.
 
     hash   <prefix>:<app>:m:{topic}   epoch, offset, bytes (of the stream's fields),
-                                      g (run id of the Redis that wrote last), prev
-                                      and base (the epoch before, its last offset here)
+                                      g (replication id of the Redis that wrote last),
+                                      a (set: a write of this epoch was acknowledged
+                                      without WAIT), prev and base (the epoch before,
+                                      its last offset here), k (1: positions of prev up
+                                      to base continue in this epoch, see ``continues``)
     stream <prefix>:<app>:h:{topic}   entry id <offset>-0: e (event), p (payload), t (ms),
                                       n (origin node), s (signature, or "")
 
-Both keys are written only by ``PUBLISH_STORED``: reading a topic creates nothing.
-It bumps the offset, splices it into the payload, XADDs (capped by count and by
-bytes), refreshes both keys' TTL (the age cap) and PUBLISHes the envelope — in one
-script, so the offset a client sees always matches the stream. The ``{topic}`` hash
-tag keeps a topic's keys (and its sharded channel) in one Cluster slot.
+Both keys are written only by ``PUBLISH_STORED`` (and the epoch switch of ``READ`` and
+``PAGE``): reading a topic creates nothing. It bumps the offset, splices it into the
+payload, XADDs (capped by count and by bytes), refreshes both keys' TTL (the age cap)
+and PUBLISHes the envelope — in one script, so the offset a client sees always matches
+the stream. The ``{topic}`` hash tag keeps a topic's keys (and its sharded channel) in
+one Cluster slot.
 """
 
 from __future__ import annotations
@@ -19,39 +23,65 @@ from typing import Any
 
 from ...pubsub.history import Position, StoredMessage, first_after, is_empty
 
-# Lua helpers: this Redis process's run id (new at every restart, and a promoted
-# replica is another process; "-" where INFO is not allowed), and a stamp of it and
-# the clock in milliseconds, for epochs and empty positions.
+# Lua helpers. ``gen()``: the replication id (``master_replid``) of this Redis — one
+# history of writes: it changes when a replica is promoted, when a demoted master
+# resyncs from another (it takes that one's), when a server restarts; "-" where INFO is
+# not allowed. ``stamp``: it and the clock in milliseconds, for epochs and empty
+# positions. ``epoch_of``: the topic's epoch (meta = HMGET epoch, g, a), a new one first
+# when another replication history wrote it last — this Redis may lack writes that one
+# acknowledged (a promoted replica, or a split brain's old master that went on taking
+# writes), so the offsets after its own must not be handed out again under the same
+# epoch, nor a position answered as recovered from what this Redis has. A position of
+# the old epoch continues in the new one (``k`` = 1) only when no write of the old epoch
+# was acknowledged without WAIT (``a``): then every acknowledged one is here.
 _STAMP = """
-local function run_id()
-  local info = redis.pcall('INFO', 'server')
-  return type(info) == 'string' and string.match(info, 'run_id:(%x+)') or '-'
+local function gen()
+  local info = redis.pcall('INFO', 'replication')
+  return type(info) == 'string' and string.match(info, 'master_replid:(%x+)') or '-'
 end
-local function stamp(run)
+local function stamp(g)
   local t = redis.call('TIME')
   local ms = string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-  return string.sub(run, 1, 8) .. '.' .. t[1] .. ms
+  return string.sub(g, 1, 8) .. '.' .. t[1] .. ms
+end
+local function epoch_of(key, meta, g, nonce)
+  local epoch = meta[1]
+  if not epoch or meta[2] == g then return epoch, false end
+  local base = redis.call('HGET', key, 'offset') or '0'
+  local new = stamp(g) .. '.' .. nonce
+  redis.call('HSET', key, 'prev', epoch, 'base', base, 'k', meta[3] and '0' or '1',
+             'epoch', new, 'g', g)
+  redis.call('HDEL', key, 'a')
+  return new, true
 end
 """
 
+# KEYS: 1 meta, 2 stream, 3 idempotency keys (zset: "<epoch>|<key>" scored by offset).
 # ARGV: 1 nonce, 2 channel, 3 node, 4 seq, 5 topic, 6 event, 7 payload, 8 exclude,
-# 9 ts, 10 max entries, 11 max age (ms), 12 signature, 13 max bytes. The meta counts
-# the bytes of the stream's fields; the oldest entries go while there are more than
-# max entries or max bytes (the newest one always stays).
+# 9 ts, 10 max entries, 11 max age (ms), 12 signature, 13 max bytes, 14 idempotency key
+# ("" for none), 15 replicas the acknowledgement waits for (WAIT N; 0 or absent: none,
+# and the epoch is marked ``a``). The meta counts the bytes of the stream's fields; the
+# oldest entries go while there are more than max entries or max bytes (the newest one
+# always stays), and their idempotency keys with them. A key already stored in this
+# epoch and still kept: nothing is written or published, the first copy's
+# {offset, epoch, 1} comes back.
 PUBLISH_STORED = (
     _STAMP
     + """
-local run = run_id()
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g')
-local epoch = meta[1]
+local g = gen()
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g', 'a')
+local epoch, fresh = epoch_of(KEYS[1], meta, g, ARGV[1])
 if not epoch then
-  epoch = stamp(run) .. '.' .. ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0, 'g', run)
-elseif meta[2] ~= run then
-  local base = redis.call('HGET', KEYS[1], 'offset') or '0'
-  redis.call('HSET', KEYS[1], 'prev', epoch, 'base', base)
-  epoch = stamp(run) .. '.' .. ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'g', run)
+  epoch, fresh = stamp(g) .. '.' .. ARGV[1], true
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'bytes', 0, 'g', g)
+end
+if tonumber(ARGV[15] or '0') == 0 and (fresh or not meta[3]) then
+  redis.call('HSET', KEYS[1], 'a', 1)
+end
+local idem = KEYS[3] and (ARGV[14] or '') ~= '' and (epoch .. '|' .. ARGV[14]) or nil
+if idem then
+  local first = redis.call('ZSCORE', KEYS[3], idem)
+  if first then return {tonumber(first), epoch, 1} end
 end
 local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local p = ARGV[7]
@@ -75,6 +105,11 @@ while len > 1 and (len > max_len or bytes > max_bytes) do
   len = len - 1
 end
 if bytes < 0 then redis.call('HSET', KEYS[1], 'bytes', 0) end
+if idem then redis.call('ZADD', KEYS[3], off, idem) end
+if idem or (KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (off - len + 1))
+  redis.call('PEXPIRE', KEYS[3], ARGV[11])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local env = cmsgpack.pack({2, ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], p, false,
@@ -85,14 +120,19 @@ return {off, epoch}
 )
 
 # The current position and the stored entries: after ARGV[1] when it is >= 0, else
-# the newest ARGV[2]. Creates nothing: a topic without history answers with an empty
-# position (offset 0, epoch ``~<stamp>``, see ``pubsub.history``).
+# the newest ARGV[2]; ARGV[3] a nonce (for a new epoch). Creates nothing: a topic
+# without history answers with an empty position (offset 0, epoch ``~<stamp>``, see
+# ``pubsub.history``); a topic another replication history wrote last gets its new
+# epoch first (``epoch_of``). The epoch before is returned only when this one continues
+# it (``k``).
 READ = (
     _STAMP
     + """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {'~' .. stamp(run_id()), 0, {}, false, 0} end
-local meta = redis.call('HMGET', KEYS[1], 'offset', 'prev', 'base')
+local g = gen()
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g', 'a')
+if not meta[1] then return {'~' .. stamp(g), 0, {}, false, 0} end
+local epoch = epoch_of(KEYS[1], meta, g, ARGV[3])
+meta = redis.call('HMGET', KEYS[1], 'offset', 'prev', 'base', 'k')
 local top = tonumber(meta[1] or '0')
 local entries
 if tonumber(ARGV[1]) >= 0 then
@@ -100,20 +140,26 @@ if tonumber(ARGV[1]) >= 0 then
 else
   entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
 end
-return {epoch, top, entries, meta[2] or false, tonumber(meta[3] or '0')}
+local prev = meta[4] == '1' and meta[2] or false
+return {epoch, top, entries, prev, tonumber(meta[3] or '0')}
 """
 )
 
 
 # A page of older entries: the epoch, the top offset and up to ARGV[2] entries before
-# offset ARGV[1], newest first (stream ids are ``<offset>-0``). Creates nothing.
+# offset ARGV[1], newest first (stream ids are ``<offset>-0``); ARGV[3] a nonce. Creates
+# nothing (a topic another replication history wrote last gets its new epoch first:
+# its entries after this Redis's are not here, a page of them would have holes).
 PAGE = (
     _STAMP
     + """
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
-if not meta[1] then return {'~' .. stamp(run_id()), 0, {}} end
+local g = gen()
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'g', 'a')
+if not meta[1] then return {'~' .. stamp(g), 0, {}} end
+local epoch = epoch_of(KEYS[1], meta, g, ARGV[3])
+local top = redis.call('HGET', KEYS[1], 'offset')
 local entries = redis.call('XREVRANGE', KEYS[2], '(' .. ARGV[1] .. '-0', '-', 'COUNT', ARGV[2])
-return {meta[1], tonumber(meta[2] or '0'), entries}
+return {epoch, tonumber(top or '0'), entries}
 """
 )
 
@@ -146,14 +192,18 @@ def continues(
 ) -> Position:
     """``since`` in the topic's current epoch when that epoch continues it, else as is.
 
-    A new Redis process (a promoted replica, a restart) that writes a topic begins a
-    new epoch (``PUBLISH_STORED`` compares the run id that wrote last): what it holds
-    may lack writes the last one made, so offsets after its ``base`` may have been
-    seen with other messages. A position of the previous epoch at or before ``base``
-    is a prefix of what this Redis holds (replication copies a prefix): it continues
-    in the new epoch; any other stays foreign (recovered: false). A position begun on
-    the empty topic (``~<stamp>``, kept by clients that joined it empty) whose first
-    history was the previous epoch counts as that epoch's.
+    Another replication history (a promoted replica, a split brain's demoted master
+    resynced from another, a restart) that writes or reads a topic begins a new epoch
+    (``epoch_of`` compares the replication id that wrote last): what it holds may lack
+    writes the last one made, so offsets after its ``base`` may have been seen with
+    other messages. ``prev`` is given only when the old epoch's acknowledged writes are
+    all here (every one waited for a replica, ``k``): then a position of it at or before
+    ``base`` is a prefix of what this Redis holds and continues in the new epoch. Without
+    WAIT an acknowledged write after ``base`` may be lost, and answering ``recovered:
+    true`` from what is here would leave a hole in it, so no position continues (READ
+    gives no ``prev``): recovered: false. A position begun on the empty topic
+    (``~<stamp>``, kept by clients that joined it empty) whose first history was the
+    previous epoch counts as that epoch's.
     """
     if prev is None:
         return since

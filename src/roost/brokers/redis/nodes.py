@@ -16,7 +16,7 @@ import logging
 import redis.asyncio as aioredis
 
 from .connection import REDIS_ERRORS
-from .keys import Keys
+from .keys import Keys, check_node
 
 log = logging.getLogger("roost.redis")
 
@@ -79,7 +79,7 @@ class NodeName:
         takeover: str | None = None,
     ) -> None:
         self.redis = redis
-        self.key = keys.node_key(node)
+        self.key = keys.node_key(check_node(node))  # a brace would move a probe's tag
         self.node = node
         self.instance = instance
         self.ttl = ttl

@@ -81,11 +81,15 @@ class PhoenixWireBroker(RedisBroker):
         if data is not None:
             self.publisher.plain(self.phx_channel, data)
 
-    async def publish_stored(self, envelope: Envelope, policy: HistoryPolicy) -> Envelope:
+    async def publish_stored(
+        self, envelope: Envelope, policy: HistoryPolicy, key: str | None = None
+    ) -> Envelope:
         """Append to roost's history stream (its own PUBLISH goes to the topic's roost
-        channel), then the Phoenix message, carrying the payload with its offset."""
-        stored = await super().publish_stored(envelope, policy)
-        await self.publish(stored)
+        channel), then the Phoenix message, carrying the payload with its offset (not
+        again for a retry whose key was stored: the first copy went out)."""
+        stored = await super().publish_stored(envelope, policy, key)
+        if not stored.duplicate:
+            await self.publish(stored)
         return stored
 
     def _encode(self, env: Envelope) -> bytes | None:

@@ -4,6 +4,11 @@
     zset <prefix>:<app>:pz:{topic}   phx_ref → expiry (ms)
     zset <prefix>:<app>:presence     topic → its earliest expiry (ms): when a sweep is due
 
+Expiries are Redis's time (``TIME``, read by the scripts that write and compare them),
+never a node's: a node whose clock runs ahead or behind neither reaps the live entries
+of others nor writes entries that die early or outlive it. The node's own clock only
+measures how far off it is (``skew``, a warning when it passes a second).
+
 Each node refreshes its own entries' expiry every ``ttl/3``. A node that dies
 (kill -9, no goodbye) stops refreshing; every node sweeps expired entries every
 ``ttl/3`` with one script per topic that removes them and returns them, so exactly one
@@ -53,7 +58,7 @@ from ...pubsub.presence import Changed, Entry, Resync
 from .keys import Keys
 from .presence_cluster import ClusterPresence
 from .presence_codec import MAX_ENTRY_BYTES, EntryCodec
-from .presence_scripts import ADD, REFRESH, REMOVE, SWEEP
+from .presence_scripts import ADD, COUNT, LIST, REFRESH, REMOVE, SWEEP
 from .sentinel import blocking_pool
 from .stats import BrokerStats
 
@@ -91,9 +96,10 @@ class RedisPresenceStore:
     ``ttl``, between 0.5 and 2 s). ``max_connections``: the pool's size.
     ``signing_key``: entries are signed and only signed ones are read (the broker's
     ``--redis-signing-key``); ``max_entry_bytes``: the bound of one encoded entry;
-    ``stats``: where dropped entries are counted (the broker's). ``clock``
-    (wall time: expiries are compared across nodes) and ``timer`` (monotonic, for the
-    fresh-state delay) are injectable for tests.
+    ``stats``: where dropped entries are counted (the broker's). ``clock`` (this
+    node's wall time, compared with Redis's only to report the skew: expiries are
+    Redis's time) and ``timer`` (monotonic, for the fresh-state delay) are injectable
+    for tests.
     """
 
     def __init__(
@@ -151,12 +157,16 @@ class RedisPresenceStore:
         self._tasks: list[asyncio.Task[None]] = []
         self.swept = 0
         self.written_back = 0
+        self.skew = 0.0  # seconds this node's clock is ahead of Redis's (last sweep)
+        self._skew_told = False
 
     def _scripts(self) -> None:
         self._add = self._redis.register_script(ADD)
         self._remove = self._redis.register_script(REMOVE)
         self._refresh = self._redis.register_script(REFRESH)
         self._sweep = self._redis.register_script(SWEEP)
+        self._list = self._redis.register_script(LIST)
+        self._count_live = self._redis.register_script(COUNT)
 
     async def use_cluster(self, cluster: RedisCluster) -> None:
         """Redis is a cluster (the broker found out at start): its client, a registry
@@ -174,23 +184,33 @@ class RedisPresenceStore:
             await script(keys=keys, args=args, client=pipe)
 
     @property
-    def _grace(self) -> int:
+    def _ttl_ms(self) -> int:
         return int(self.ttl * 1000)
 
     def _keys(self, topic: str) -> list[str]:
-        base = self.keys.base
         registry = self.registry if self._cluster is None else self._cluster.registry(topic)
-        return [f"{base}:p:{{{topic}}}", f"{base}:pz:{{{topic}}}", registry]
+        return [self.keys.presence_hash(topic), self.keys.presence_expiries(topic), registry]
 
     @property
     def registry(self) -> str:
         return f"{self.keys.base}:presence"
 
-    def _now(self) -> int:
-        return int(self.clock() * 1000)
-
-    def _expiry(self) -> int:
-        return int((self.clock() + self.ttl) * 1000)
+    async def _redis_now(self) -> int:
+        """Redis's clock (ms); notes how far this node's clock is off."""
+        if self._cluster is not None:
+            secs, micros = await self._cluster.time()
+        else:
+            secs, micros = await self._redis.time()
+        now = int(secs) * 1000 + int(micros) // 1000
+        self.skew = self.clock() - now / 1000
+        if abs(self.skew) > 1.0 and not self._skew_told:
+            log.warning(
+                "this node's clock is %.1f s %s Redis's: presence expiries follow Redis's",
+                abs(self.skew),
+                "ahead of" if self.skew > 0 else "behind",
+            )
+        self._skew_told = abs(self.skew) > 1.0
+        return now
 
     def _count(self, dropped: int) -> None:
         self.stats.presence_dropped += dropped
@@ -230,7 +250,7 @@ class RedisPresenceStore:
         self._own.setdefault(topic, {})[entry.ref] = (entry, value)
         await self._add(
             keys=self._keys(topic),
-            args=[topic, self._grace, entry.ref, value, self._expiry()],
+            args=[topic, self._ttl_ms, entry.ref, value],
         )
 
     async def remove(self, topic: str, refs: list[str]) -> list[Entry]:
@@ -241,17 +261,13 @@ class RedisPresenceStore:
             self._own.pop(topic, None)
         if not refs:
             return []
-        removed = await self._remove(keys=self._keys(topic), args=[topic, self._grace, *refs])
+        removed = await self._remove(keys=self._keys(topic), args=[topic, self._ttl_ms, *refs])
         return self.codec.read(topic, _pairs(removed))
 
     async def list(self, topic: str) -> list[Entry]:
-        hkey, zkey, _ = self._keys(topic)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(hkey)
-            pipe.zrangebyscore(zkey, self._now(), "+inf")
-            values, alive = await pipe.execute()
-        live = set(alive)
-        entries = self.codec.read(topic, ((r, v) for r, v in values.items() if r in live))
+        """The topic's live entries (by Redis's clock)."""
+        values = await self._list(keys=self._keys(topic)[:2])
+        entries = self.codec.read(topic, _pairs(values))
         entries.sort(key=lambda e: (str(e.meta.get("online_at", "")), e.ref))
         return entries
 
@@ -266,10 +282,9 @@ class RedisPresenceStore:
             topics = await self._scan(prefix, scan)
         if not topics:
             return {}
-        now = self._now()
         async with self._redis.pipeline(transaction=False) as pipe:
             for topic in topics:
-                pipe.zcount(self._keys(topic)[1], now, "+inf")
+                await self._queue(pipe, self._count_live, self._keys(topic)[1:2], [])
             counts = await pipe.execute(raise_on_error=False)
         return {
             t: int(n) for t, n in zip(topics, counts, strict=True) if isinstance(n, int) and n > 0
@@ -299,7 +314,6 @@ class RedisPresenceStore:
 
     async def refresh_all(self) -> None:
         """Extend this node's entries; write back (and announce) any Redis lost."""
-        expiry = self._expiry()
         topics = list(self._own)
         for batch in _chunks(topics, BATCH):
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -308,7 +322,7 @@ class RedisPresenceStore:
                     own = self._own.get(topic)
                     if not own:
                         continue
-                    args: list[Any] = [topic, self._grace, expiry]
+                    args: list[Any] = [topic, self._ttl_ms]
                     for entry, value in own.values():
                         args += [entry.ref, value]
                     await self._queue(pipe, self._refresh, self._keys(topic), args)
@@ -346,11 +360,14 @@ class RedisPresenceStore:
             self._resync_at = self.timer() + self.ttl / 3
 
     async def sweep_all(self) -> None:
-        """Remove every expired entry, in every topic; tell Presence who left."""
-        now = self._now()
+        """Remove every expired entry, in every topic; tell Presence who left.
+
+        Topics are picked by Redis's clock (``now``); each topic's script decides on
+        Redis's clock again, so a node's own clock never reaps anything."""
+        now = await self._redis_now()
         if self._cluster is not None:
             for topics in _chunks(await self._cluster.due(now, BATCH), BATCH):
-                await self._sweep_topics(topics, now)
+                await self._sweep_topics(topics)
             return
         # Topics swept never come back in this sweep (their score is now a live
         # expiry, or they are gone); the bound only stops a topic that fails each time.
@@ -360,14 +377,14 @@ class RedisPresenceStore:
             if not raw:
                 return
             topics = [_text(t) for t in raw]
-            await self._sweep_topics(topics, now)
+            await self._sweep_topics(topics)
             if len(topics) < BATCH:
                 return
 
-    async def _sweep_topics(self, topics: builtins.list[str], now: int) -> None:
+    async def _sweep_topics(self, topics: builtins.list[str]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for topic in topics:
-                await self._queue(pipe, self._sweep, self._keys(topic), [topic, self._grace, now])
+                await self._queue(pipe, self._sweep, self._keys(topic), [topic, self._ttl_ms])
             results = await pipe.execute(raise_on_error=False)
         for topic, values in zip(topics, results, strict=True):
             if isinstance(values, Exception):

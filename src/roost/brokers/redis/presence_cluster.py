@@ -19,7 +19,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import AsyncScript
 
 from .cluster import slot_of, slot_tags
-from .keys import Keys
+from .keys import Keys, tagged
 
 PAGE = 2048  # registries per pipeline
 
@@ -32,7 +32,12 @@ class ClusterPresence:
         self._listed: dict[str, tuple[float, list[str]]] = {}
 
     def registry(self, topic: str) -> str:
-        return f"{self.base}:{{{slot_tags()[slot_of('{' + topic + '}')]}}}"
+        return f"{self.base}:{{{slot_tags()[slot_of(tagged(topic))]}}}"
+
+    async def time(self) -> tuple[int, int]:
+        """Redis's clock (seconds, microseconds) as one master tells it."""
+        secs, micros = await self.cluster.execute_command("TIME", target_nodes=RedisCluster.RANDOM)
+        return int(secs), int(micros)
 
     def queue(
         self, pipe: ClusterPipeline, script: AsyncScript, keys: list[str], args: list[Any]

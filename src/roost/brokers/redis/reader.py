@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 
 from ...pubsub.history import (
@@ -29,6 +30,11 @@ from .keys import Keys
 from .stats import BrokerStats
 
 log = logging.getLogger("roost.redis")
+
+
+def nonce() -> str:
+    """For the epoch a read may begin (``history.epoch_of``)."""
+    return os.urandom(6).hex()
 
 
 class HistoryReader:
@@ -85,7 +91,9 @@ class HistoryReader:
         now = int(time.time() * 1000)
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
         try:
-            found, top, entries = await self._page_script(keys=keys, args=[before, limit + 1])
+            found, top, entries = await self._page_script(
+                keys=keys, args=[before, limit + 1, nonce()]
+            )
         except REDIS_ERRORS as exc:
             raise HistoryUnavailable(str(exc) or type(exc).__name__) from exc
         window = [m for m in parse_entries(entries) if self.trusted(m, topic)]
@@ -98,7 +106,9 @@ class HistoryReader:
         """The position, the entries, and the epoch before this one with the offset
         it ended at here (``history.continues``)."""
         keys = [self.keys.history_meta(topic), self.keys.history_stream(topic)]
-        epoch, top, entries, prev, base = await self._read_script(keys=keys, args=[after, count])
+        epoch, top, entries, prev, base = await self._read_script(
+            keys=keys, args=[after, count, nonce()]
+        )
         messages = [m for m in parse_entries(entries) if self.trusted(m, topic)]
         if after < 0:
             messages.reverse()

@@ -328,16 +328,44 @@ function advance(current, msg) {
 
 // -- sending, names, rooms ----------------------------------------------------------------
 
+// Every message carries an idempotency key, the same on each retry: a message whose answer
+// was lost (`timeout`) or refused for a moment is sent again and the room still sees it once.
+const RETRY_AFTER_MS = [500, 1500, 3000]
+const RETRYABLE = new Set(["timeout", "temporarily unavailable"])
+
+function newKey() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID()
+  const bytes = new Uint8Array(16)
+  crypto.getRandomValues(bytes)
+  return Array.from(bytes, b => b.toString(16).padStart(2, "0")).join("")
+}
+
 function sendMessage() {
   const body = ui.message.value
   if (!body.trim() || !room) return
   ui.message.value = ""
-  room.channel.push("new:msg", {body})
+  sendWithKey(room, body, newKey(), 0)
+}
+
+function sendWithKey(target, body, key, attempt) {
+  const again = why => {
+    if (attempt < RETRY_AFTER_MS.length && target === room) {
+      setTimeout(() => sendWithKey(target, body, key, attempt + 1), RETRY_AFTER_MS[attempt])
+      return
+    }
+    showSystem(`not sent: ${why}`, "error")
+    if (!ui.message.value) ui.message.value = body
+  }
+  target.channel.push("new:msg", {body, key})
     .receive("error", reply => {
-      showSystem(`not sent: ${(reply && reply.reason) || "refused"}`, "error")
-      if (!ui.message.value) ui.message.value = body
+      const reason = (reply && reply.reason) || "refused"
+      if (RETRYABLE.has(reason)) again(reason)
+      else {
+        showSystem(`not sent: ${reason}`, "error")
+        if (!ui.message.value) ui.message.value = body
+      }
     })
-    .receive("timeout", () => showSystem("not sent: no answer from the server (timeout)", "error"))
+    .receive("timeout", () => again("no answer from the server (timeout)"))
 }
 
 // a name typed while in a room: announced to it (`rename`), or the next join's name
