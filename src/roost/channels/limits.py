@@ -40,6 +40,11 @@ class Limits:
     # push deadline ("temporarily unavailable" past it). A burst of joins then takes the
     # loop a few at a time, and other users' messages are never behind hundreds of them.
     joins_in_flight: int = 16
+    # Past these a new WebSocket connection gets 503 + a jittered Retry-After from its first
+    # bytes (server/shedding.py): WebSocket upgrades waiting for their answer (0: no cap),
+    # and the event loop's lag in seconds (0: not watched).
+    handshakes_in_flight: int = 256
+    shed_lag: float = 0.5
     abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
     # Seconds from a message's arrival to its answer, whatever it waits for (queue, Redis
     # pool, command, reconnect); past it: an error reply at once (pubsub/deadline.py).
@@ -70,6 +75,7 @@ class EndpointStats:
     connections_total: int = 0
     refused: int = 0
     throttled: int = 0  # new connections answered 429 (per-client rate or cap)
+    shed: int = 0  # new connections answered 503 at once: the node past its capacity
 
 
 class SocketEndpoint(ChannelEndpoint, Protocol):

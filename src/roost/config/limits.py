@@ -56,6 +56,23 @@ class LimitOptions:
         "ROOST_JOIN_BURST_PER_IP",
         "Joins saved up per client address.",
     )
+    handshakes_in_flight: int = opt(
+        L.handshakes_in_flight,
+        "--handshakes-in-flight",
+        "ROOST_HANDSHAKES_IN_FLIGHT",
+        "WebSocket upgrades waiting for their answer (connect hook, token) at once; past "
+        "it a new connection gets 503 + a jittered Retry-After before its head is parsed "
+        "(0: no cap).",
+        minimum=0,
+    )
+    shed_lag: float = opt(
+        L.shed_lag,
+        "--shed-lag",
+        "ROOST_SHED_LAG",
+        "Event-loop lag in seconds past which new WebSocket connections get 503 + a "
+        "jittered Retry-After at once (the node serves at its capacity; 0: not watched).",
+        minimum=0,
+    )
     joins_in_flight: int = opt(
         L.joins_in_flight,
         "--joins-in-flight",
@@ -121,6 +138,8 @@ class LimitOptions:
             join_rate_per_ip=self.join_rate_per_ip,
             join_burst_per_ip=self.join_burst_per_ip,
             joins_in_flight=self.joins_in_flight,
+            handshakes_in_flight=self.handshakes_in_flight,
+            shed_lag=self.shed_lag,
             push_deadline=self.push_deadline,
             max_connections=self.max_connections,
             max_connections_per_ip=self.max_connections_per_ip,
