@@ -300,6 +300,7 @@ async def _scenario(w: World, variant: str, pad: str) -> None:
                 released = now
             await asyncio.sleep(0.1)
         fds_cut = _fds(a)
+        conns_cut = await asyncio.to_thread(_connections, a)
         w.net.heal()
         t_heal = time.monotonic()
         rejoined = await eventually(lambda: len(ghost.joins()) >= 2, 40.0)
@@ -330,11 +331,12 @@ async def _scenario(w: World, variant: str, pad: str) -> None:
         idle=f"{IDLE:g}s", heartbeat=f"{HEARTBEAT:g}s", cut=f"{CUT:g}s",
         freed=_since(t0, freed), socket_released=_since(t0, released),
         leave_a=_since(t0, leaves["a"]), leave_b=_since(t0, leaves["b"]),
-        sendq_max=sendq, conns=f"{before}->{await asyncio.to_thread(_connections, a)}",
+        sendq_max=sendq, conns=f"{before}->{conns_cut}",
         fds=f"{fds_before}->{fds_cut}", ghost_noticed=_since(t0, ghost_closed),
         ghost_rejoined=_since(t_heal, ghost.joins()[-1]["t"]) + " after heal",
         ghost_recovered=rejoin.get("recovered"),
         ghost_history=len(rejoin.get("history") or []),
+        ghost_joins=len(ghost.joins()),
         ghost=f"{ghost_verdict.deliveries} checked/{ghost_verdict.missing} missing/"
         f"{ghost_verdict.duplicated} dup",
         late=len(late), lost=sum(p.status == "lost" for p in pushes),
