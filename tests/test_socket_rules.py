@@ -322,3 +322,27 @@ async def test_socket_close_terminates_channels(local_server: Any) -> None:
             break
         await asyncio.sleep(0.02)
     assert server.endpoint.pubsub.subscribers("echo:a") == 0
+
+
+async def test_a_raising_client_callback_does_not_silence_the_client(local_server: Any) -> None:
+    """roost.client: an ``on_message`` callback that raises is logged; the client goes on
+    reading and heartbeating (it used to end the read loop silently: no more heartbeats,
+    the node closed it as idle, the client never knew — a half-open client of its own)."""
+    from roost.client import Client
+
+    server = await local_server(idle_timeout=0.6)
+    client = Client(server.ws_url, {"user": "cb"}, heartbeat=0.2)
+
+    def boom(msg: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    client.on_message.append(boom)
+    await client.connect(5.0)
+    try:
+        channel = client.channel("rooms:lobby", {"user": "cb"})
+        await channel.join(5.0)
+        await asyncio.sleep(1.5)  # past the idle timeout: alive only if it heartbeats
+        assert client.connected and client.close_code is None
+        assert (await channel.push("ping", {}, 5.0)).status in {"ok", "error"}
+    finally:
+        await client.close()
