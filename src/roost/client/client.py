@@ -376,7 +376,10 @@ class Client:
 
     def _route(self, msg: Message) -> None:
         for cb in self.on_message:
-            cb(msg)
+            try:
+                cb(msg)
+            except Exception:  # (raising here would end the read loop and the heartbeats)
+                log.exception("on_message callback failed")
         if msg.event == PHX_REPLY and isinstance(msg.ref, str):  # (this client's refs are text)
             fut = self._pending.get(msg.ref)
             if fut is not None and not fut.done():
