@@ -87,7 +87,8 @@ def metrics(port: int) -> dict[str, dict[str, float]]:
             text = resp.read().decode()
         for name, node, value in SAMPLE.findall(text):
             if name in ("roost_connections", "roost_channels_joined", "roost_workers",
-                        "roost_workers_answering"):  # fmt: skip
+                        "roost_workers_answering",
+                        "roost_connections_rebalanced_total"):  # fmt: skip
                 out.setdefault(name, {})[node] = float(value)
     return out
 
