@@ -76,6 +76,7 @@ class EndpointStats:
     refused: int = 0
     throttled: int = 0  # new connections answered 429 (per-client rate or cap)
     shed: int = 0  # new connections answered 503 at once: the node past its capacity
+    rebalanced: int = 0  # sockets closed (1012) to even out a worker group (server/balance.py)
 
 
 class SocketEndpoint(ChannelEndpoint, Protocol):

@@ -19,6 +19,12 @@ STEPS = 20
 SETTLE = 3.0  # seconds the drain waits for closed sockets to leave their channels
 
 
+def close_restart(socket: Socket, reason: str = "server restart") -> None:
+    """Close with 1012: the client reconnects (phoenix.js, roost.client) and rejoins with
+    ``since``. The drain's close, and the rebalancer's (balance.py)."""
+    socket.wire.close(CLOSE_RESTART, reason)
+
+
 async def drain(endpoint: Endpoint, window: float, settle: float = SETTLE) -> None:
     endpoint.draining = True
     sockets = list(endpoint.sockets)
@@ -47,10 +53,10 @@ async def _close(endpoint: Endpoint, sockets: list[Socket], window: float) -> No
     pause = window / STEPS if len(sockets) > per_step else 0.0
     for i in range(0, len(sockets), per_step):
         for socket in sockets[i : i + per_step]:
-            socket.wire.close(CLOSE_RESTART, "server restart")
+            close_restart(socket)
         if pause and i + per_step < len(sockets):
             await asyncio.sleep(pause)
     # Sockets that connected meanwhile (the listener is already closed, but a handshake
     # may have been in flight).
     for socket in list(endpoint.sockets):
-        socket.wire.close(CLOSE_RESTART, "server restart")
+        close_restart(socket)

@@ -87,6 +87,11 @@ class RoostCollector(Collector):
             st.shed,
         )
         yield counter(
+            "roost_connections_rebalanced",
+            "Sockets closed with 1012 to hand them back to less loaded workers (--worker-balance).",
+            st.rebalanced,
+        )
+        yield counter(
             "roost_slow_consumer_disconnects",
             "Clients disconnected for not reading (1013).",
             st.slow_consumers,
