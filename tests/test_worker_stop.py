@@ -26,11 +26,13 @@ import os
 import signal
 import statistics
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from roost.server.drain import SETTLE
+from roost.server import wsconn
+from roost.server.drain import SETTLE, drain
 from roost.server.run import SHUTDOWN_TIMEOUT
 
 from rawws import RawSocket
@@ -158,3 +160,37 @@ async def test_clients_connected_at_sigterm(redis_server: Any) -> None:
 
     bound = DRAIN + SETTLE + SHUTDOWN_TIMEOUT
     await _stops(redis_server.url, nothing, bound, "connected")
+
+
+def _running(coro: Any) -> asyncio.Task[None]:
+    """A Socket close as the lean path runs it: a task that ``wsconn.busy()`` reports."""
+    task = asyncio.get_running_loop().create_task(coro)
+    wsconn._TASKS.add(task)
+    task.add_done_callback(wsconn._TASKS.discard)
+    return task
+
+
+async def test_the_drain_waits_for_closes_running_with_no_socket_left() -> None:
+    """The cause, in process: no socket to close, one Socket's close still running."""
+    endpoint: Any = SimpleNamespace(draining=False, sockets=set())
+    untracked = asyncio.Event()
+
+    async def closing() -> None:
+        await asyncio.sleep(0.2)  # its untrack's round trip
+        untracked.set()
+
+    _running(closing())
+    await drain(endpoint, 1.0, settle_for=10.0)
+    assert endpoint.draining and untracked.is_set()
+
+
+async def test_the_drain_waits_for_closes_at_most_its_settle_time() -> None:
+    endpoint: Any = SimpleNamespace(draining=False, sockets=set())
+    stuck = _running(asyncio.sleep(3600))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        await drain(endpoint, 1.0, settle_for=0.3)
+        assert 0.3 <= loop.time() - start < 1.0  # the settle time, not the window
+    finally:
+        stuck.cancel()
