@@ -14,7 +14,7 @@ from .admission import BUCKETS_KEY, ENDPOINT_KEY, carry_retry_after, client_buck
 from .api import API_KEY, MAX_BODY
 from .balance import BalancePolicy
 from .balance import for_endpoint as balancer_for
-from .drain import drain
+from .drain import drain, settle
 from .front import WS_PATH_KEY
 from .idle import IDLE_KEY, IdleWheel
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
@@ -161,6 +161,10 @@ def build_app(
         await longpoll.start()
         yield
         await longpoll.stop()
+        # Connections lost after the drain (during aiohttp's shutdown) close their
+        # Sockets in tasks of their own: their untracks and unsubscribes go before the
+        # presence store and the broker stop (bounded, see drain.settle).
+        await settle(endpoint, sockets=False)
         await endpoint.stop()
 
     async def close_sockets(app: web.Application) -> None:

@@ -25,23 +25,29 @@ def close_restart(socket: Socket, reason: str = "server restart") -> None:
     socket.wire.close(CLOSE_RESTART, reason)
 
 
-async def drain(endpoint: Endpoint, window: float, settle: float = SETTLE) -> None:
+async def drain(endpoint: Endpoint, window: float, settle_for: float = SETTLE) -> None:
     endpoint.draining = True
     sockets = list(endpoint.sockets)
     log.info("draining %d sockets over %.1fs", len(sockets), window)
-    if not sockets:
-        return
-    await _close(endpoint, sockets, window)
-    await _settle(endpoint, settle)
+    if sockets:
+        await _close(endpoint, sockets, window)
+    # Even with no socket left to close: connections lost a moment ago (clients that
+    # left just before the SIGTERM) are out of ``endpoint.sockets`` already, but their
+    # Sockets' closes still run (lean path: a task each, see wsconn.busy). Returning
+    # without them let the cleanup close the presence store and the broker under
+    # their untracks (issue 27: the slow stop, users left to the presence timeout).
+    await settle(endpoint, settle_for)
 
 
-async def _settle(endpoint: Endpoint, limit: float) -> None:
+async def settle(endpoint: Endpoint, limit: float = SETTLE, *, sockets: bool = True) -> None:
     """Wait (at most ``limit`` s) until every closed socket has left its channels: its
     presences untracked (the other nodes' lists lose its users now, not a presence
-    timeout later) and its topics unsubscribed, before the node stops its broker."""
+    timeout later) and its topics unsubscribed, before the node stops its broker.
+    ``sockets=False``: only for the Socket closes already running (not for sockets
+    still in ``endpoint.sockets`` to go)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while len(endpoint.sockets) and loop.time() < deadline:
+    while sockets and len(endpoint.sockets) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     pending = busy()
     if pending and loop.time() < deadline:
