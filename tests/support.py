@@ -82,7 +82,11 @@ def worker_pids(server: ServerProcess) -> dict[int, int]:
     return found
 
 
-UNLIMITED_CLIENTS = {"ROOST_CONN_RATE": "0", "ROOST_MAX_CONNECTIONS_PER_IP": "0"}
+UNLIMITED_CLIENTS = {
+    "ROOST_CONN_RATE": "0",
+    "ROOST_MAX_CONNECTIONS_PER_IP": "0",
+    "ROOST_JOIN_RATE_PER_IP": "0",
+}
 
 
 def start_server(

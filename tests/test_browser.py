@@ -445,9 +445,11 @@ def test_reconnects_and_rejoins_after_restart(
             expect(chat.page.locator("#status")).to_contain_text("reconnecting")
 
         srv = start_server(port=srv.port, node="n2", log_dir=tmp_path)
-        for chat in (fay, gus):  # backoff tops out at 5 s, then one rejoin
+        # the jittered backoff's window doubles from 1 s to 30 s: at worst one full window
+        # after the node is back, then one rejoin
+        for chat in (fay, gus):
             expect(chat.page.locator("#status")).to_have_attribute(
-                "data-state", "connected", timeout=15_000
+                "data-state", "connected", timeout=35_000
             )
             expect(chat.page.locator("#node")).to_have_text("node n2")
         gus.send("after the restart")

@@ -23,7 +23,7 @@ from support import RedisProcess, ServerProcess, free_port, start_server
 
 __all__ = ["browser", "open_chat"]  # fixtures, shared with test_browser
 
-RECONNECT_MS = 15_000  # the reconnect backoff tops out at 5 s, then one rejoin
+RECONNECT_MS = 35_000  # the jittered reconnect window tops out at 30 s, then one rejoin
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 

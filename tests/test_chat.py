@@ -81,7 +81,8 @@ async def test_client_reconnects_and_rejoins(local_server: Any) -> None:
         server2.port = port
         await server2.start()
         try:
-            await _until(lambda: room.state == "joined" and c.connected, timeout=10)
+            # the jittered backoff: at worst one 30 s window after the server is back
+            await _until(lambda: room.state == "joined" and c.connected, timeout=35)
             assert room.join_response["node"] == "second"
             assert (await room.push("new:msg", {"body": "back"})).ok
             await _until(lambda: len(got) == 1)

@@ -155,6 +155,8 @@ def test_heartbeats_keep_socket_alive() -> None:
         def close(self, code: int, reason: str) -> None:
             self.closed = (code, reason)
 
+        give_up = close  # (the idle close: what WsWire.give_up does is tested elsewhere)
+
     loop, wire = Loop(), Wire()
     wheel = IdleWheel(0.4, loop)  # ticks of 0.1 s
     timer = IdleTimer(wire, wheel)
@@ -166,6 +168,58 @@ def test_heartbeats_keep_socket_alive() -> None:
     assert wire.closed is None
     loop.run_until(0.9 + 0.4 + 0.1)  # closed within a tick of the deadline
     assert wire.closed == (1001, "idle timeout")
+
+
+class StuckTransport:
+    """A transport whose peer takes nothing: ``buffered`` bytes wait in the process."""
+
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+        self.writes: list[bytes] = []
+        self.closing = self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        if self.buffered:
+            self.buffered += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0 if self.aborted else self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+
+async def test_a_silent_peer_that_takes_nothing_is_dropped_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 26 (half-open clients, tests/faults/test_half_open.py): a close waits for
+    the transport's buffer to be written out, which a peer gone without a FIN never lets
+    happen. The idle close (``give_up``) aborts at once when bytes are still waiting;
+    any other close aborts ``ABORT_AFTER`` later; with nothing waiting, a plain close."""
+    from roost.server import wswire
+    from roost.server.wswire import WS_V2, WsWire
+
+    monkeypatch.setattr(wswire, "ABORT_AFTER", 0.05)
+    idle_quiet, idle_stuck, closed_stuck = (StuckTransport(n) for n in (0, 5000, 5000))
+    wire = WsWire(WS_V2, idle_quiet, 1 << 20)  # type: ignore[arg-type]
+    wire.give_up(1001, "idle timeout")
+    assert idle_quiet.closing and not idle_quiet.aborted and len(idle_quiet.writes) == 1
+    wire = WsWire(WS_V2, idle_stuck, 1 << 20)  # type: ignore[arg-type]
+    wire.give_up(1001, "idle timeout")
+    assert idle_stuck.aborted
+    wire = WsWire(WS_V2, closed_stuck, 1 << 20)  # type: ignore[arg-type]
+    wire.close(1008, "policy")
+    assert closed_stuck.closing and not closed_stuck.aborted
+    await asyncio.sleep(0.2)
+    assert closed_stuck.aborted
+    assert not idle_quiet.aborted
 
 
 async def test_unsupported_vsn_is_403(local_server: Any) -> None:
@@ -268,3 +322,27 @@ async def test_socket_close_terminates_channels(local_server: Any) -> None:
             break
         await asyncio.sleep(0.02)
     assert server.endpoint.pubsub.subscribers("echo:a") == 0
+
+
+async def test_a_raising_client_callback_does_not_silence_the_client(local_server: Any) -> None:
+    """roost.client: an ``on_message`` callback that raises is logged; the client goes on
+    reading and heartbeating (it used to end the read loop silently: no more heartbeats,
+    the node closed it as idle, the client never knew — a half-open client of its own)."""
+    from roost.client import Client
+
+    server = await local_server(idle_timeout=0.6)
+    client = Client(server.ws_url, {"user": "cb"}, heartbeat=0.2)
+
+    def boom(msg: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    client.on_message.append(boom)
+    await client.connect(5.0)
+    try:
+        channel = client.channel("rooms:lobby", {"user": "cb"})
+        await channel.join(5.0)
+        await asyncio.sleep(1.5)  # past the idle timeout: alive only if it heartbeats
+        assert client.connected and client.close_code is None
+        assert (await channel.push("ping", {}, 5.0)).status in {"ok", "error"}
+    finally:
+        await client.close()

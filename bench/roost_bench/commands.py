@@ -323,6 +323,10 @@ def bench_connections(
     help="Then SIGKILL worker w1 and time every client's reconnect and rejoin.",
 )  # fmt: skip
 @click.option("--storm-timeout", default=120.0, show_default=True, help="Bound on the storm (s).")
+@click.option(
+    "--balance-timeout", default=300.0, show_default=True,
+    help="After the storm, seconds to wait for the split to be within 20 % again (0: skip).",
+)  # fmt: skip
 @click.option("--timeout", default=900.0, show_default=True, help="Bound on the whole run (s).")
 @click.option("--out", default="bench-out", show_default=True, help="Folder for JSON and PNG.")
 def bench_workers(
@@ -337,6 +341,7 @@ def bench_workers(
     join_concurrency: int,
     storm: bool,
     storm_timeout: float,
+    balance_timeout: float,
     timeout: float,
     out: str,
 ) -> None:
@@ -358,6 +363,7 @@ def bench_workers(
         join_concurrency=join_concurrency,
         storm=storm,
         storm_timeout=storm_timeout,
+        balance_timeout=balance_timeout,
         out=Path(out),
     )
     _run_scenario(

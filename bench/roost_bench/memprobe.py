@@ -32,6 +32,7 @@ STEPS = (200, 2200, 4200)
 SERVE = [
     "serve", "--log-level", "warning", "--idle-timeout", "3600", "--max-connections", "100000",
     "--max-connections-per-ip", "0", "--conn-rate", "0", "--join-rate", "0", "--msg-rate", "0",
+    "--join-rate-per-ip", "0",
     "--node", "memprobe",
 ]  # fmt: skip
 

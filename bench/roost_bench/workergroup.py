@@ -32,7 +32,8 @@ def serve_args(port: int, workers: int, redis_url: str, *extra: str) -> list[str
         sys.executable, "-m", "roost", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--node", NODE, "--workers", str(workers), "--redis", redis_url,
         "--max-connections", "200000", "--join-rate", "0", "--msg-rate", "0",
-        "--conn-rate", "0", "--max-connections-per-ip", "0", "--idle-timeout", "3600",
+        "--conn-rate", "0", "--max-connections-per-ip", "0", "--join-rate-per-ip", "0",
+        "--idle-timeout", "3600",
         "--drain-window", "1", "--log-level", "info", *extra,
     ]  # fmt: skip
 
@@ -87,7 +88,8 @@ def metrics(port: int) -> dict[str, dict[str, float]]:
             text = resp.read().decode()
         for name, node, value in SAMPLE.findall(text):
             if name in ("roost_connections", "roost_channels_joined", "roost_workers",
-                        "roost_workers_answering"):  # fmt: skip
+                        "roost_workers_answering",
+                        "roost_connections_rebalanced_total"):  # fmt: skip
                 out.setdefault(name, {})[node] = float(value)
     return out
 

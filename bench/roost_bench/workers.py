@@ -24,7 +24,10 @@ Measured:
   starts it again, its clients see their connection end and reconnect at once with
   phoenix.js's back-off and rejoin. Reported: the time from the kill until every client
   is joined again, failed attempts, when the worker was ready again (supervisor log),
-  and the split afterwards.
+  and the split afterwards;
+- **the balance** (``balance_timeout`` > 0): after the storm, the split every second until
+  every worker is within 20 % of the mean again (roost's ``--worker-balance``): when, and
+  how many sockets the workers closed for it.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Config:
     join_concurrency: int = 0  # joins in flight per client process (0: every join at once)
     storm: bool = True
     storm_timeout: float = 120.0
+    balance_timeout: float = 300.0  # after the storm: until the split is even again (0: skip)
     out: Path = Path("bench-out")
 
 

@@ -87,6 +87,20 @@ def table(res: dict[str, Any]) -> list[str]:
             + (f" ({_reasons(st['failure_reasons'])})" if st.get("failure_reasons") else ""),
             f"  split after the storm: {after}",
         ]
+        bal = st.get("balance")
+        if bal:
+            end = ", ".join(f"{w} {c:,}" for w, c in bal["split_end"].items())
+            when = _s(bal["balanced_s"]) if bal["balanced_s"] is not None else "NOT within"
+            step = max(1, len(bal["timeline"]) // 12)
+            over = "; ".join(
+                f"{t:g}s " + "/".join(f"{c:,}" for c in sp.values())
+                for t, sp in bal["timeline"][::step]
+            )
+            lines += [
+                f"balance: within {bal['tolerance']:.0%} of the mean {when} after the kill, "
+                f"{bal['closes']:,} sockets closed for it (1012); split at the end: {end}",
+                f"  split over time (s after the kill): {over}",
+            ]
     return lines
 
 

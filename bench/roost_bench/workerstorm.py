@@ -5,6 +5,12 @@ log says when it started and when it was ready); its clients see their connectio
 and reconnect at once with phoenix.js's back-off (:mod:`.fleetclient`), each to whichever
 worker the kernel gives it, and rejoin their room. The client processes are asked for
 their counts every 0.1 s until every client is joined again (or ``storm_timeout``).
+
+Then the balance (``balance_timeout`` > 0): the survivors hold the victim's clients and
+the restarted worker only gets new ones, so each worker's rebalancer (roost
+``--worker-balance``) hands sockets back with 1012; the split is read every second until
+every worker is within ``BALANCED`` of the mean for ``STEADY`` readings in a row, or the
+timeout. Reported: the split over time, when it was balanced, the closes it took.
 """
 
 from __future__ import annotations
@@ -122,6 +128,57 @@ async def storm(run: Run, say: Callable[[str], None]) -> dict[str, Any]:
         "cpu": cpu,
         "metrics_after": seen,
         "rss_kib_after": run.rss(),
+        "balance": (
+            await balance(run, t_kill, cfg.balance_timeout, say)
+            if cfg.balance_timeout > 0
+            else None
+        ),
+    }
+
+
+BALANCED = 0.2  # every worker within 20 % of the mean
+STEADY = 3  # readings in a row
+
+
+def within(split: dict[str, int], tolerance: float = BALANCED) -> bool:
+    mean = sum(split.values()) / max(1, len(split))
+    return all(abs(c - mean) <= tolerance * mean for c in split.values())
+
+
+async def balance(
+    run: Run, t_kill: float, timeout: float, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """After the storm: the split every second until balanced (see the module doc)."""
+    t0 = time.time()
+    timeline: list[tuple[float, dict[str, int]]] = []
+    balanced_at: float | None = None
+    steady = 0
+    while time.time() - t0 < timeout:
+        split = await run.split()
+        now = round(time.time() - t_kill, 1)
+        timeline.append((now, split))
+        if sum(split.values()) == run.n and within(split):
+            steady += 1
+            balanced_at = balanced_at if balanced_at is not None else now
+            if steady >= STEADY:
+                break
+        else:
+            steady, balanced_at = 0, None
+        await asyncio.sleep(1.0)
+    seen = await asyncio.to_thread(wg.metrics, run.port)
+    closes = int(sum(seen.get("roost_connections_rebalanced_total", {}).values()))
+    shown = "; ".join(
+        f"{t:g}s " + "/".join(f"{c:,}" for c in sp.values())
+        for t, sp in timeline[:: max(1, len(timeline) // 10)]
+    )
+    verdict = f"within 20 % after {balanced_at} s" if balanced_at is not None else "NOT balanced"
+    say(f"balance: {verdict}, {closes:,} closes ({shown})")
+    return {
+        "tolerance": BALANCED,
+        "balanced_s": balanced_at,
+        "timeline": timeline,
+        "split_end": timeline[-1][1] if timeline else {},
+        "closes": closes,
     }
 
 

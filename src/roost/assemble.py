@@ -103,6 +103,7 @@ def web_app(cfg: ServeConfig, node: str, role: Role | None = None) -> web.Applic
         # Long-poll tokens must verify on every node: a secret they all share.
         longpoll_key=(cfg.secret or cfg.redis_signing_key).encode() or None,
         siblings=role.siblings() if role is not None else None,
+        balance=cfg.balance(),
         on_start=[*app.started, *admin_start],
         on_stop=[*admin_stop, *app.stopping, *hooks],
         admin=bool(admin_start),

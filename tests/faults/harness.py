@@ -283,8 +283,10 @@ class Member:
         *,
         failover: bool = True,
         failover_timeout: float = 20.0,
+        heartbeat: float = 30.0,
     ) -> None:
         self.name = name
+        self.heartbeat = heartbeat  # the client's heartbeat interval (keep it < --idle-timeout)
         self.urls = list(urls)
         self.room = room
         self.failover = failover
@@ -333,7 +335,7 @@ class Member:
         self, index: int, timeout: float, gate: asyncio.Event | None = None
     ) -> Any:
         url = self.urls[index]
-        client = Client(url, {"user": self.name}, reconnect=False)
+        client = Client(url, {"user": self.name}, heartbeat=self.heartbeat, reconnect=False)
         try:
             await client.connect(timeout)
             self.connected.set()
@@ -488,6 +490,7 @@ class Publisher:
     push_timeout: float = 10.0
     pushes: list[Push] = field(default_factory=list)
     seq: int = 0
+    pad: str = ""  # appended to every body (bigger messages)
 
     @property
     def name(self) -> str:
@@ -502,7 +505,7 @@ class Publisher:
 
     async def send(self) -> Push:
         self.seq += 1
-        push = Push(self.seq, f"{self.name}#{self.seq}", time.monotonic())
+        push = Push(self.seq, f"{self.name}#{self.seq}{self.pad}", time.monotonic())
         self.pushes.append(push)
         try:
             reply = await self.member.push("new:msg", {"body": push.body}, self.push_timeout)

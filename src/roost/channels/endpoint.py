@@ -6,6 +6,7 @@ only through the Protocols of ``contracts.py`` and ``limits.py``.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..pubsub import HistoryPolicy, PubSub
 from ..security.clientip import TrustedProxies
+from ..security.clientlimit import ClientBuckets
 from ..security.origin import OriginPolicy
 from .contracts import Guard
 from .limits import EndpointStats, Limits
@@ -109,6 +111,16 @@ class Endpoint:
     clock: Callable[[], float] = time.monotonic
     #: Decides joins and pushes before the channel does (backend hooks; None: nobody).
     guard: Guard | None = None
+    #: Each client address's join budget over all its sockets (Limits.join_rate_per_ip).
+    join_buckets: ClientBuckets = field(init=False)
+    #: The node's join lane: at most Limits.joins_in_flight joins worked on at once.
+    join_lane: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.join_buckets = ClientBuckets(
+            self.limits.join_rate_per_ip, self.limits.join_burst_per_ip
+        )
+        self.join_lane = asyncio.Semaphore(max(1, self.limits.joins_in_flight))
 
     @property
     def node(self) -> str:

@@ -7,10 +7,12 @@ socket never imports it, so the arrows run one way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..security.clientlimit import ClientBuckets
 from .contracts import ChannelEndpoint, Guard
 from .router import Router
 
@@ -27,6 +29,22 @@ class Limits:
     msg_burst: float = 100.0
     join_rate: float = 10.0  # joins per second; excess: "rate limited"
     join_burst: float = 100.0
+    # Per client address (clientip.client_key), over all its sockets: joins a second / saved
+    # up (0: unlimited). One address's join flood draws on its own budget and is refused
+    # cheaply past it ("rate limited", which phoenix.js retries with its rejoin backoff),
+    # so it cannot take the node's loop and Redis from other users. Off here (an endpoint
+    # made in code); `roost serve` turns it on (20/s, 100: config/limits.py).
+    join_rate_per_ip: float = 0.0
+    join_burst_per_ip: float = 100.0
+    # Joins a node works on at once (its join lane): more wait their turn, inside their
+    # push deadline ("temporarily unavailable" past it). A burst of joins then takes the
+    # loop a few at a time, and other users' messages are never behind hundreds of them.
+    joins_in_flight: int = 16
+    # Past these a new WebSocket connection gets 503 + a jittered Retry-After from its first
+    # bytes (server/shedding.py): WebSocket upgrades waiting for their answer (0: no cap),
+    # and the event loop's lag in seconds (0: not watched).
+    handshakes_in_flight: int = 256
+    shed_lag: float = 0.5
     abuse_limit: int = 200  # rate-limited pushes in a row: close 1008
     # Seconds from a message's arrival to its answer, whatever it waits for (queue, Redis
     # pool, command, reconnect); past it: an error reply at once (pubsub/deadline.py).
@@ -57,6 +75,8 @@ class EndpointStats:
     connections_total: int = 0
     refused: int = 0
     throttled: int = 0  # new connections answered 429 (per-client rate or cap)
+    shed: int = 0  # new connections answered 503 at once: the node past its capacity
+    rebalanced: int = 0  # sockets closed (1012) to even out a worker group (server/balance.py)
 
 
 class SocketEndpoint(ChannelEndpoint, Protocol):
@@ -76,3 +96,9 @@ class SocketEndpoint(ChannelEndpoint, Protocol):
 
     @property
     def guard(self) -> Guard | None: ...
+
+    @property
+    def join_buckets(self) -> ClientBuckets: ...
+
+    @property
+    def join_lane(self) -> asyncio.Semaphore: ...

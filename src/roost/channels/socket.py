@@ -178,6 +178,12 @@ class Socket:
             return
         self._limited = 0
         if event == PHX_JOIN:
+            if self.peer is not None and self.endpoint.join_buckets.take(
+                self.peer, self.endpoint.clock()
+            ):  # the address's budget, over all its sockets, is spent: refused cheaply
+                stats.rate_limited += 1
+                self._reply(msg.join_ref, msg.ref, topic, "error", RATE_LIMITED)
+                return
             await self._join(msg)
             return
         channel = self.channels.get(topic)
@@ -253,6 +259,16 @@ class Socket:
             payload = verdict.payload
             if verdict.assigns:
                 channel.assigns.update(verdict.assigns)
+        lane = self.endpoint.join_lane
+        try:
+            left = deadline.remaining(self.endpoint.clock)
+            async with asyncio.timeout(left if left is None else max(left, 0.0)):
+                await lane.acquire()  # a few joins at a time, the rest wait in line
+        except TimeoutError:
+            self.stats.expired += 1
+            self._refuse(channel)
+            self._reply(msg.join_ref, msg.ref, topic, "error", UNAVAILABLE)
+            return
         try:
             response = await channel.join(payload)
             # Subscribed (held) before the reply: nothing published after an ok join
@@ -275,6 +291,8 @@ class Socket:
         except BaseException:  # cancelled (the server stops): nothing stays subscribed
             self._refuse(channel, ChannelEvent.CLOSED)
             raise
+        finally:
+            lane.release()
         if self.closed:
             self._refuse(channel, ChannelEvent.CLOSED)
             return

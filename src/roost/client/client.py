@@ -1,5 +1,10 @@
 """``roost.client``: connect, join, push with reply futures, handlers, heartbeat, reconnect.
 
+Reconnects and rejoins wait a jittered exponential backoff (``backoff.RECONNECT``,
+``backoff.REJOIN``), and a refused upgrade's ``Retry-After`` (HTTP 503/429) first: see
+``roost.client.backoff``. The random source and the sleep are injectable (``random=``,
+``sleep=``), so tests see every delay without waiting.
+
 async with Client("ws://127.0.0.1:4000/socket", {"user": "al"}) as client:
     room = client.channel("rooms:lobby", {"user": "al"})
     await room.join()
@@ -14,6 +19,8 @@ import contextlib
 import inspect
 import itertools
 import logging
+import random as _random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,17 +43,15 @@ from ..protocol import (
     ProtocolError,
     for_vsn,
 )
+from .backoff import RECONNECT, REJOIN, RETRY_STATUSES, Backoff, Random, next_delay
+from .backoff import parse_retry_after as _parse_retry_after
 from .states import ChannelEvent, ChannelState, advance
 
 _ERRORABLE = (ChannelState.JOINING, ChannelState.JOINED, ChannelState.ERRORED)
 log = logging.getLogger("roost.client")
 
-RECONNECT_BACKOFF = (0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0)
-RECONNECT_MAX = 5.0
-REJOIN_BACKOFF = (1.0, 2.0, 5.0)
-REJOIN_MAX = 10.0
-
 Handler = Callable[[Any], Any]
+Sleep = Callable[[float], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,14 @@ class JoinRefused(Exception):
     def __init__(self, response: Any) -> None:
         super().__init__(response)
         self.response = response
+
+
+def retry_after(exc: BaseException, now: float | None = None) -> float | None:
+    """Seconds a refused upgrade (HTTP 503 or 429) asks to wait (its Retry-After), or None."""
+    if not isinstance(exc, aiohttp.WSServerHandshakeError) or exc.status not in RETRY_STATUSES:
+        return None
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
+    return _parse_retry_after(value, time.time() if now is None else now)
 
 
 def socket_url(url: str, params: dict[str, str], vsn: str) -> str:
@@ -169,6 +182,10 @@ class Client:
         heartbeat: float = 30.0,
         reconnect: bool = True,
         headers: dict[str, str] | None = None,
+        reconnect_backoff: Backoff = RECONNECT,
+        rejoin_backoff: Backoff = REJOIN,
+        random: Random = _random.random,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.url = url
         self.params = dict(params or {})
@@ -177,6 +194,12 @@ class Client:
         self.heartbeat_interval = heartbeat
         self.reconnect = reconnect
         self.headers = headers or {}
+        self.reconnect_backoff = reconnect_backoff
+        self.rejoin_backoff = rejoin_backoff
+        self._random = random
+        self._sleep = sleep
+        #: seconds the last refused (re)connect was asked to wait (Retry-After), if any
+        self.retry_after: float | None = None
         self._refs = itertools.count(1)
         self._pending: dict[str, asyncio.Future[PushReply]] = {}
         self._channels: dict[str, ClientChannel] = {}
@@ -209,7 +232,13 @@ class Client:
     async def connect(self, timeout: float = 10.0) -> None:
         """Open the socket (raises if the first attempt fails), then keep it open."""
         self._session = aiohttp.ClientSession()
-        ws = await self._open(timeout)
+        try:
+            ws = await self._open(timeout)
+        except BaseException as exc:
+            # refused with 503/429: ``retry_after`` says when to come back (``retry_after(exc)``)
+            self.retry_after = retry_after(exc)
+            await self._session.close()
+            raise
         self._runner = asyncio.get_running_loop().create_task(self._run(ws))
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
@@ -312,19 +341,19 @@ class Client:
             self._heartbeat_failed = False
             if self._closing or not self.reconnect or clean:
                 return
+            wait_first: float | None = None  # the last refusal's Retry-After
             while True:
-                delay = (
-                    RECONNECT_BACKOFF[attempt]
-                    if attempt < len(RECONNECT_BACKOFF)
-                    else RECONNECT_MAX
-                )
                 attempt += 1
-                await asyncio.sleep(delay)
+                delay = next_delay(self.reconnect_backoff, attempt, wait_first, self._random)
+                await self._sleep(delay)
                 try:
                     ws = await self._open(10.0)
                     break
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    log.debug("reconnect failed: %r", exc)
+                    wait_first = retry_after(exc)
+                    if wait_first is not None:
+                        self.retry_after = wait_first
+                    log.debug("reconnect %d failed: %r (retry after %s)", attempt, exc, wait_first)
             attempt = 0
             for channel in list(self._channels.values()):
                 if channel.state is ChannelState.ERRORED:
@@ -347,7 +376,10 @@ class Client:
 
     def _route(self, msg: Message) -> None:
         for cb in self.on_message:
-            cb(msg)
+            try:
+                cb(msg)
+            except Exception:  # (raising here would end the read loop and the heartbeats)
+                log.exception("on_message callback failed")
         if msg.event == PHX_REPLY and isinstance(msg.ref, str):  # (this client's refs are text)
             fut = self._pending.get(msg.ref)
             if fut is not None and not fut.done():
@@ -376,12 +408,15 @@ class Client:
         self._spawn(self._rejoin(channel, immediate))
 
     async def _rejoin(self, channel: ClientChannel, immediate: bool) -> None:
-        attempt = 0 if not immediate else -1
+        """Join again while errored: at once after a reconnect (the reconnect was jittered),
+        else after ``rejoin_backoff`` — every member of a crashed channel gets phx_error at
+        the same moment, and they must not all come back at the same moment."""
+        tries = 0
         while channel.state is ChannelState.ERRORED and not self._closing:
-            if attempt >= 0:
-                delay = REJOIN_BACKOFF[attempt] if attempt < len(REJOIN_BACKOFF) else REJOIN_MAX
-                await asyncio.sleep(delay)
-            attempt += 1
+            if tries or not immediate:
+                attempt = tries if immediate else tries + 1
+                await self._sleep(self.rejoin_backoff.delay(attempt, self._random))
+            tries += 1
             if not self.connected:
                 await self._connected.wait()
             try:

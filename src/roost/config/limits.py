@@ -42,6 +42,46 @@ class LimitOptions:
         L.join_rate, "--join-rate", "ROOST_JOIN_RATE", "Joins per second per socket (0: unlimited)."
     )
     join_burst: float = opt(L.join_burst, "--join-burst", "ROOST_JOIN_BURST", "Joins saved up.")
+    join_rate_per_ip: float = opt(
+        20.0,
+        "--join-rate-per-ip",
+        "ROOST_JOIN_RATE_PER_IP",
+        "Joins per second per client address over all its sockets (0: unlimited); beyond: "
+        "join error 'rate limited', refused before any work (one address's join flood "
+        "cannot slow other users).",
+    )
+    join_burst_per_ip: float = opt(
+        L.join_burst_per_ip,
+        "--join-burst-per-ip",
+        "ROOST_JOIN_BURST_PER_IP",
+        "Joins saved up per client address.",
+    )
+    handshakes_in_flight: int = opt(
+        L.handshakes_in_flight,
+        "--handshakes-in-flight",
+        "ROOST_HANDSHAKES_IN_FLIGHT",
+        "WebSocket upgrades waiting for their answer (connect hook, token) at once; past "
+        "it a new connection gets 503 + a jittered Retry-After before its head is parsed "
+        "(0: no cap).",
+        minimum=0,
+    )
+    shed_lag: float = opt(
+        L.shed_lag,
+        "--shed-lag",
+        "ROOST_SHED_LAG",
+        "Event-loop lag in seconds past which new WebSocket connections get 503 + a "
+        "jittered Retry-After at once (the node serves at its capacity; 0: not watched).",
+        minimum=0,
+    )
+    joins_in_flight: int = opt(
+        L.joins_in_flight,
+        "--joins-in-flight",
+        "ROOST_JOINS_IN_FLIGHT",
+        "Joins the node works on at once; more wait their turn inside --push-deadline "
+        "('temporarily unavailable' past it): a burst of joins never holds other users' "
+        "messages behind it.",
+        minimum=1,
+    )
     push_deadline: float = opt(
         L.push_deadline,
         "--push-deadline",
@@ -95,6 +135,11 @@ class LimitOptions:
             msg_burst=self.msg_burst,
             join_rate=self.join_rate,
             join_burst=self.join_burst,
+            join_rate_per_ip=self.join_rate_per_ip,
+            join_burst_per_ip=self.join_burst_per_ip,
+            joins_in_flight=self.joins_in_flight,
+            handshakes_in_flight=self.handshakes_in_flight,
+            shed_lag=self.shed_lag,
             push_deadline=self.push_deadline,
             max_connections=self.max_connections,
             max_connections_per_ip=self.max_connections_per_ip,

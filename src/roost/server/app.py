@@ -12,7 +12,9 @@ from ..security.lptoken import SessionTokens
 from . import api
 from .admission import BUCKETS_KEY, ENDPOINT_KEY, carry_retry_after, client_buckets
 from .api import API_KEY, MAX_BODY
-from .drain import drain
+from .balance import BalancePolicy
+from .balance import for_endpoint as balancer_for
+from .drain import drain, settle
 from .front import WS_PATH_KEY
 from .idle import IDLE_KEY, IdleWheel
 from .longpoll import LONGPOLL_KEY, LongPollManager, longpoll_get, longpoll_post
@@ -100,6 +102,7 @@ def build_app(
     longpoll_window: float = 10.0,
     longpoll_key: bytes | None = None,
     siblings: Siblings | None = None,
+    balance: BalancePolicy | None = None,
     static: Path | None = STATIC,
     pages: tuple[str, ...] = ("/", "/rooms/{name}"),
     on_start: Sequence[EndpointHook] = (),
@@ -112,7 +115,9 @@ def build_app(
     1012 closes on shutdown; ``longpoll_key`` signs long-poll session tokens (the
     same on every node; None: a random key of this process, see security/lptoken.py);
     ``siblings``: this process is one worker of a group, and ``/metrics`` and
-    ``/readyz`` answer for every worker (see siblings.py); ``static``: the directory
+    ``/readyz`` answer for every worker (see siblings.py); ``balance``: with
+    ``siblings``, hand sockets back to the group when far above its share (balance.py);
+    ``static``: the directory
     served at ``/static/`` (the chat's by default; None: no page), its ``index.html``
     at each of ``pages``; ``on_start``/``on_stop``: the application's hooks, run once
     the endpoint is up, and after the drain; ``admin``: serve the live dashboard's page
@@ -156,12 +161,27 @@ def build_app(
         await longpoll.start()
         yield
         await longpoll.stop()
+        # Connections lost after the drain (during aiohttp's shutdown) close their
+        # Sockets in tasks of their own: their untracks and unsubscribes go before the
+        # presence store and the broker stop (bounded, see drain.settle).
+        await settle(endpoint, sockets=False)
         await endpoint.stop()
 
     async def close_sockets(app: web.Application) -> None:
         await drain(endpoint, drain_window)
 
     app.cleanup_ctx.append(pubsub_lifecycle)  # (runs first of the startup signal)
+    if siblings is not None and balance is not None and siblings.count > 1:
+        balancer = balancer_for(endpoint, siblings, balance)
+
+        async def start_balancer(app: web.Application) -> None:
+            balancer.start()
+
+        async def stop_balancer(app: web.Application) -> None:
+            await balancer.stop()
+
+        app.on_startup.append(start_balancer)
+        app.on_shutdown.append(stop_balancer)  # before the drain
     app.on_shutdown.append(close_sockets)
     app.on_startup.extend(_signal(hook, endpoint) for hook in on_start)
     app.on_shutdown.extend(_signal(hook, endpoint) for hook in on_stop)

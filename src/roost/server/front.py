@@ -14,6 +14,7 @@ Lifecycle of a Front:
 
 | state     | event                              | next                                  |
 |-----------|------------------------------------|---------------------------------------|
+| head      | first bytes, node past capacity    | 503 + jittered Retry-After, closed    |
 | head      | bytes not a WebSocket request line | handed to aiohttp                     |
 | head      | head complete, lean upgrade        | admitting (reading paused past bound) |
 | head      | head complete, anything else       | handed to aiohttp                     |
@@ -46,6 +47,7 @@ from .handshake import (
     switching,
 )
 from .idle import IDLE_KEY, IdleWheel
+from .shedding import Shedder
 from .websocket import FLUSHER_KEY, BadToken, subprotocol_token
 from .wsconn import WsConn
 from .wswire import WS_KINDS, Flusher, WsWire
@@ -61,12 +63,17 @@ _TASKS: set[asyncio.Task[None]] = set()
 class FrontContext:
     """What every Front of one listener shares."""
 
-    __slots__ = ("app", "endpoint", "flusher", "head_timeout", "prefix", "server", "wheel")
+    __slots__ = (
+        "app", "endpoint", "flusher", "head_timeout", "prefix", "server", "shedder", "wheel",
+    )  # fmt: skip
 
-    def __init__(self, app: web.Application, server: web.Server, head_timeout: float) -> None:
+    def __init__(
+        self, app: web.Application, server: web.Server, head_timeout: float, shedder: Shedder
+    ) -> None:
         self.app = app
         self.server = server
         self.endpoint: Endpoint = app[ENDPOINT_KEY]
+        self.shedder = shedder
         self.flusher: Flusher = app[FLUSHER_KEY]
         self.prefix = b"GET " + app[WS_PATH_KEY].encode()
         self.head_timeout = head_timeout
@@ -94,6 +101,14 @@ class Front(asyncio.Protocol):
         self._stop_timer()
 
     def data_received(self, data: bytes) -> None:
+        if not self.buf and self.timer is not None and data.startswith(self.ctx.prefix[:5]):
+            shedder = self.ctx.shedder
+            if shedder.why() is not None:  # past capacity: refused before any parsing
+                shedder.shed += 1
+                self.ctx.endpoint.stats.shed += 1
+                after = shedder.retry_after()
+                self._answer(response(503, "over capacity\n", {"Retry-After": after}))
+                return
         buf = self.buf = self.buf + data
         if self.timer is None:  # admitting: keep what comes, read no further past a bound
             if len(buf) > MAX_HEAD:
@@ -154,11 +169,15 @@ class Front(asyncio.Protocol):
 
     async def _guarded(self, head: Head) -> None:
         """The upgrade; a bug or a raising connect hook is a 500, as on aiohttp's route."""
+        shedder = self.ctx.shedder
+        shedder.handshakes += 1
         try:
             await self._upgrade(head)
         except Exception:
             log.exception("WebSocket upgrade failed")
             self._answer(response(500, "internal error\n"))
+        finally:
+            shedder.handshakes -= 1
 
     async def _upgrade(self, head: Head) -> None:
         transport = self.transport
@@ -206,7 +225,7 @@ class FrontSite(web.BaseSite):
     """A TCP site whose connections start with a Front (``reuse_port``; or an inherited
     listening ``sock``)."""
 
-    __slots__ = ("_head_timeout", "_host", "_port", "_reuse_port", "_sock")
+    __slots__ = ("_head_timeout", "_host", "_port", "_reuse_port", "_shedder", "_sock")
 
     def __init__(
         self,
@@ -225,16 +244,25 @@ class FrontSite(web.BaseSite):
         self._reuse_port = reuse_port
         self._sock = sock
         self._head_timeout = head_timeout
+        self._shedder: Shedder | None = None
 
     @property
     def name(self) -> str:
         return f"http://{self._host or '0.0.0.0'}:{self._port}"
 
+    async def stop(self) -> None:
+        if self._shedder is not None:
+            await self._shedder.stop()
+        await super().stop()
+
     async def start(self) -> None:
         await super().start()
         runner = self._runner
         assert isinstance(runner, web.AppRunner) and runner.server is not None
-        ctx = FrontContext(runner.app, runner.server, self._head_timeout)
+        limits = runner.app[ENDPOINT_KEY].limits
+        self._shedder = Shedder(max_handshakes=limits.handshakes_in_flight, max_lag=limits.shed_lag)
+        ctx = FrontContext(runner.app, runner.server, self._head_timeout, self._shedder)
+        self._shedder.start()
         loop = asyncio.get_running_loop()
         if self._sock is not None:
             self._server = await loop.create_server(lambda: Front(ctx), sock=self._sock)

@@ -1,9 +1,12 @@
 """Idle timeout for lean WebSocket connections: one coarse timing wheel per server.
 
 A connection that sent no message for ``timeout`` seconds is closed with 1001 "idle
-timeout". Instead of a loop timer per connection (≈ 0.5 KB each on uvloop), every
-connection sits in one bucket of a dict keyed by the tick its deadline falls in; one
-loop timer per non-empty bucket. A message only stores the time it arrived (``last``);
+timeout" (``WsWire.give_up``: dropped at once if it has not even taken what was written,
+as a client gone without a FIN has not).
+
+Instead of a loop timer per connection (≈ 0.5 KB each on uvloop), every connection sits
+in one bucket of a dict keyed by the tick its deadline falls in; one loop timer per
+non-empty bucket. A message only stores the time it arrived (``last``);
 when a bucket fires each connection in it is either closed or moved to the bucket of
 its new deadline. So a connection costs a set entry, nothing walks all connections,
 and at rest the loop wakes at most once a tick. A close happens up to one tick

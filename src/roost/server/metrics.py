@@ -81,6 +81,17 @@ class RoostCollector(Collector):
             st.throttled,
         )
         yield counter(
+            "roost_connections_shed",
+            "New connections answered 503 + Retry-After at once (event-loop lag or "
+            "handshakes in flight past --shed-lag / --handshakes-in-flight).",
+            st.shed,
+        )
+        yield counter(
+            "roost_connections_rebalanced",
+            "Sockets closed with 1012 to hand them back to less loaded workers (--worker-balance).",
+            st.rebalanced,
+        )
+        yield counter(
             "roost_slow_consumer_disconnects",
             "Clients disconnected for not reading (1013).",
             st.slow_consumers,

@@ -114,14 +114,28 @@ def _awaiting(coro: object) -> list[str]:
     return lines
 
 
+#: After the cleanup, what is left is cancelled and given this long to end; a task still
+#: running then is logged (where it waits) and left: the process exits anyway.
+CANCEL_TIMEOUT = SHUTDOWN_TIMEOUT
+
+
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
     tasks = asyncio.all_tasks(loop)
     if not tasks:
         return
     for task in tasks:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    for task in tasks:
+    # Bounded: a task that outlives its cancel (a library that waits out a socket
+    # timeout first) must not hold the exit unseen, as an unbounded gather did.
+    _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_TIMEOUT))
+    for task in pending:
+        log.error(
+            "task %s still running %.0f s after its cancel; left%s",
+            task.get_name(),
+            CANCEL_TIMEOUT,
+            "".join(_awaiting(task.get_coro())),
+        )
+    for task in tasks - pending:
         if not task.cancelled() and task.exception() is not None:
             loop.call_exception_handler(
                 {

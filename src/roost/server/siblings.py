@@ -13,6 +13,9 @@ worker also serves its own ``/metrics`` and ``/readyz`` on a private Unix socket
   how many answered within ``SIBLING_TIMEOUT``.
 - ``/readyz``: ready only if every worker answers ready (a worker that is restarting,
   draining or has lost Redis makes the group not ready), with each worker's answer.
+
+The private socket also answers ``/load`` (open sockets and readiness, as JSON): what
+the siblings' rebalancers read (balance.py).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Siblings:
         return [k for k in range(1, self.count + 1) if k != self.index]
 
 
-async def _ask(siblings: Siblings, index: int, path: str) -> tuple[int, bytes] | None:
+async def ask(siblings: Siblings, index: int, path: str) -> tuple[int, bytes] | None:
     """GET ``path`` from worker ``index``'s private socket; None if it does not answer."""
     sock = siblings.socket_path(index)
     try:
@@ -123,7 +126,7 @@ class GroupView:
     async def metrics(self, request: web.Request) -> web.Response:
         own = await self.local_metrics(request)
         others = await asyncio.gather(
-            *(_ask(self.siblings, k, "/metrics") for k in self.siblings.others())
+            *(ask(self.siblings, k, "/metrics") for k in self.siblings.others())
         )
         texts = [_text(own)] + [got[1].decode() for got in others if got is not None]
         registry = CollectorRegistry(auto_describe=False)
@@ -145,7 +148,7 @@ class GroupView:
         ready = own.status == 200
         workers[f"w{self.siblings.index}"] = _json(_text(own).encode())
         others = self.siblings.others()
-        answers = await asyncio.gather(*(_ask(self.siblings, k, "/readyz") for k in others))
+        answers = await asyncio.gather(*(ask(self.siblings, k, "/readyz") for k in others))
         for k, got in zip(others, answers, strict=True):
             if got is None:
                 ready = False
@@ -163,7 +166,15 @@ class GroupView:
         app[ENDPOINT_KEY] = self.app[ENDPOINT_KEY]  # what the local handlers read
         app.router.add_get("/metrics", self.local_metrics)
         app.router.add_get("/readyz", self.local_readyz)
+        app.router.add_get("/load", self.load)
         return app
+
+    async def load(self, request: web.Request) -> web.Response:
+        """What the siblings' rebalancers read (balance.py): open sockets, and whether
+        this worker is ready (its ``/readyz``)."""
+        ready = (await self.local_readyz(request)).status == 200
+        endpoint = request.app[ENDPOINT_KEY]
+        return web.json_response({"connections": len(endpoint.sockets), "ready": ready})
 
     async def serve_private(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the private socket lives as long as the public app."""

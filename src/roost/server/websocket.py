@@ -129,7 +129,7 @@ class IdleTimer:
         self.last = self.wheel.loop.time()
 
     def idle_close(self, code: int, reason: str) -> None:
-        self.wire.close(code, reason)
+        self.wire.give_up(code, reason)
 
     def cancel(self) -> None:
         self.wheel.remove(self)

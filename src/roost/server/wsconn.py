@@ -146,7 +146,7 @@ class WsConn(WsReader, asyncio.Protocol):
 
     # -- ending ------------------------------------------------------------------------
     def idle_close(self, code: int, reason: str) -> None:
-        self.wire.close(code, reason)
+        self.wire.give_up(code, reason)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -132,8 +132,7 @@ class WsWire:
         if self.stats is not None:
             self.stats.slow_consumers += 1
         log.warning("slow consumer disconnected buffer=%d", self.transport.get_write_buffer_size())
-        self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
-        asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer")  # (aborted in ABORT_AFTER at most)
 
     def _abort(self) -> None:
         # close() waits for the buffer to flush; a client that never reads would keep
@@ -156,21 +155,41 @@ class WsWire:
         self._abort()
 
     def close(self, code: int, reason: str) -> None:
-        """Send what is pending, a close frame, and stop writing; the handler then ends."""
+        """Send what is pending, a close frame, and stop writing; the handler then ends.
+
+        The transport closes once its buffer is written out; a peer that takes nothing
+        (gone without a FIN, or not reading) would keep it open, its Socket subscribed and
+        listed in presence, until TCP gives up (many minutes): so if bytes are still
+        waiting here, the connection is aborted ``ABORT_AFTER`` seconds later."""
         if self.closed:
             return
         self.closed = True
         pending, self.pending = self.pending, None
         transport = self.transport
         try:
-            if transport.is_closing():
-                return
-            if pending is not None and transport.get_write_buffer_size() <= self.max_buffer:
-                transport.write(b"".join(pending))
-            transport.write(close_frame(code, reason))
-            transport.close()
+            if not transport.is_closing():
+                if pending is not None and transport.get_write_buffer_size() <= self.max_buffer:
+                    transport.write(b"".join(pending))
+                transport.write(close_frame(code, reason))
+                transport.close()
+            if transport.get_write_buffer_size():
+                asyncio.get_running_loop().call_later(ABORT_AFTER, self._abort)
         except Exception as exc:
             self._failed(exc)
+
+    def give_up(self, code: int, reason: str) -> None:
+        """Close a peer that went silent (the idle timeout): as ``close``, but when it has
+        not even taken what was already written (bytes still waiting in this process: the
+        kernel's buffer is full and unacknowledged), drop the connection now. Nothing of
+        it would reach the peer, the close frame last of all; a half-open client is so
+        let go within the idle timeout whatever it was being sent."""
+        self.close(code, reason)
+        try:
+            stuck = self.transport.get_write_buffer_size() > 0
+        except Exception:  # already gone
+            return
+        if stuck:
+            self._abort()
 
 
 def write_all(wires: Sequence[WsWire], data: bytes) -> int:

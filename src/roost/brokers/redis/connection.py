@@ -58,6 +58,11 @@ class RedisConnection:
         # the current master at every connect, with the same deadlines.
         self.pool = blocking_pool(url, max_connections=pool_size, timeout=timeout, **kw)
         self.redis = aioredis.Redis(connection_pool=self.pool)
+        # The publisher's own lane: its one pipeline at a time never waits behind joins,
+        # history reads and presence in the shared pool (a join flood that fills the pool
+        # must not delay other users' messages).
+        self._publish_pool = blocking_pool(url, max_connections=2, timeout=timeout, **kw)
+        self.publishing = aioredis.Redis(connection_pool=self._publish_pool)
         # RESP2 and no read deadline on the subscriber: (un)subscribe confirmations and
         # messages come back from read_response() in order, and a quiet channel is fine
         # (the liveness probe judges a silent subscription).
@@ -106,6 +111,10 @@ class RedisConnection:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.publishing.aclose()
+        with contextlib.suppress(Exception):
+            await self._publish_pool.disconnect()
         with contextlib.suppress(Exception):
             await self.pool.disconnect()
         with contextlib.suppress(Exception):

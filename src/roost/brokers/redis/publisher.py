@@ -214,7 +214,7 @@ class Publisher:
 
     async def _one_trip(self, items: list[PlainPublish | StoredPublish], op: str) -> list[Any]:
         script = self._script.sha if op == "EVALSHA" else self._script.script
-        async with self.connection.redis.pipeline(transaction=False) as pipe:
+        async with self.connection.publishing.pipeline(transaction=False) as pipe:
             for item in items:
                 if isinstance(item, PlainPublish):
                     pipe.publish(item.channel, item.data)

@@ -1,5 +1,7 @@
 // phoenix-longpoll.js: the LongPoll transport (/socket/longpoll), WebSocket-shaped for the Socket (part of roost.js, the page's Phoenix Channels client).
 
+import {parseRetryAfter} from "./phoenix-core.js"
+
 export const FALLBACK_KEY = "phx:fallback:LongPoll" // phoenix.js's key
 
 export const defaultSessionStore = () => {
@@ -24,7 +26,11 @@ const toBase64 = buffer => {
  * for messages (200) or the window's end (204); sends are batched into one POST of
  * newline-separated frames (binary ones base64). A session that is gone (410 once open),
  * a 500 or a network error closes it like a dropped WebSocket (the Socket reconnects);
- * 403 closes it with 1008.
+ * 403 closes it with 1008. A refused open (roost: HTTP 200, body status 500, and the
+ * refusal's Retry-After header — 503 past --max-connections, 429 past the per-address
+ * limits) puts that wait in the close event (`retryAfterMs`): the Socket waits it out
+ * before its jittered reconnect delay. Unlike a WebSocket upgrade's, these headers are
+ * visible to JavaScript (same origin, or a CORS Access-Control-Expose-Headers).
  */
 export class LongPoll {
   constructor(endPoint, protocols) {
@@ -44,6 +50,7 @@ export class LongPoll {
     this.timers = new Set()
     this.outbox = []
     this.posting = false
+    this.retryAfterMs = null // the last answer's Retry-After, ms (a refusal's)
     this.onopen = this.onerror = this.onmessage = this.onclose = null
     // the caller sets the handlers (and may close us) before the first poll
     this.later(() => this.poll())
@@ -121,7 +128,7 @@ export class LongPoll {
     if (!this.isActive()) return
     this.stop(3)
     this.emit("onerror", reason)
-    this.emit("onclose", {code, reason, wasClean: false})
+    this.emit("onclose", {code, reason, wasClean: false, retryAfterMs: this.retryAfterMs})
   }
 
   close(code = 1005, reason = "") {
@@ -151,7 +158,12 @@ export class LongPoll {
       if (this.controllers.delete(controller)) callback(resp)
     }
     fetch(this.endpointURL(), {method, headers, body, signal: controller.signal, cache: "no-store"})
-      .then(resp => resp.json())
+      .then(resp => {
+        if (this.controllers.has(controller)) {
+          this.retryAfterMs = parseRetryAfter(resp.headers && resp.headers.get("Retry-After"))
+        }
+        return resp.json()
+      })
       .then(done, () => done(null))
   }
 }

@@ -13,11 +13,18 @@
 //   channel.push("new:msg", {body: "hi"}).receive("ok", ...)
 //
 // Behaviour follows phoenix.js: heartbeat every 30 s (no reply by the next one
-// closes the connection and reconnects), reconnect backoff 10, 50, 100, 150,
-// 200, 250, 500, 1000, 2000 ms then 5 s, channel rejoin backoff 1, 2, 5 s then
-// 10 s, pushes buffered until the join completes, replies for a stale join_ref
-// dropped. Channel params may be a function: it is called for every (re)join,
-// which is how a client asks for missed messages when it rejoins.
+// closes the connection and reconnects), pushes buffered until the join completes,
+// replies for a stale join_ref dropped. Channel params may be a function: it is
+// called for every (re)join, which is how a client asks for missed messages when it
+// rejoins. Unlike phoenix.js, reconnects and rejoins wait a *jittered* exponential
+// backoff (phoenix-core.js: reconnect uniform in 50 ms .. 1 s, the window doubling
+// per try up to 30 s; rejoin 0.25 .. 2 s, likewise), so the clients of a node that
+// dies do not all come back at the same instants; `random` in the options replaces
+// Math.random (tests). A long-poll refusal's Retry-After (roost: 503 past
+// --max-connections, 429 past the per-address limits) is waited out before that
+// delay. A refused WebSocket upgrade's status and headers are not visible to
+// JavaScript (the browser reports only "error, then close 1006"): there the jitter
+// alone spreads the clients.
 //
 // Transports: WebSocket, or LongPoll (/socket/longpoll) given as `transport` or
 // reached by `longPollFallbackMs` (phoenix.js 1.8's rule: see Socket). Frames from
@@ -30,8 +37,8 @@
 // This file holds the Socket and exports all of them.
 
 import {
-  CHANNEL_EVENTS, CHANNEL_STATES, DEFAULT_TIMEOUT, Timer, VSN, WS_CLOSE_NORMAL, WS_CLOSED, WS_OPEN,
-  closure,
+  CHANNEL_EVENTS, CHANNEL_STATES, DEFAULT_TIMEOUT, RECONNECT_BACKOFF, REJOIN_BACKOFF, Timer, VSN,
+  WS_CLOSE_NORMAL, WS_CLOSED, WS_OPEN, closure, jitteredBackoff, parseRetryAfter,
 } from "./phoenix-core.js"
 import {FrameError, Serializer} from "./phoenix-serializer.js"
 import {Channel, Push} from "./phoenix-channel.js"
@@ -40,7 +47,8 @@ import {Presence} from "./phoenix-presence.js"
 
 export {
   CHANNEL_EVENTS, CHANNEL_STATES, Channel, DEFAULT_TIMEOUT, FrameError, LongPoll, Presence, Push,
-  Serializer, Timer, VSN, WS_CLOSE_NORMAL,
+  RECONNECT_BACKOFF, REJOIN_BACKOFF, Serializer, Timer, VSN, WS_CLOSE_NORMAL, jitteredBackoff,
+  parseRetryAfter,
 }
 
 // -- Socket --------------------------------------------------------------------------------
@@ -68,12 +76,10 @@ export class Socket {
     this.decode = opts.decode || Serializer.decode.bind(Serializer)
     this.binaryType = opts.binaryType || "arraybuffer"
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs || 30000
-    this.rejoinAfterMs = tries =>
-      opts.rejoinAfterMs ? opts.rejoinAfterMs(tries) : [1000, 2000, 5000][tries - 1] || 10000
-    this.reconnectAfterMs = tries =>
-      opts.reconnectAfterMs
-        ? opts.reconnectAfterMs(tries)
-        : [10, 50, 100, 150, 200, 250, 500, 1000, 2000][tries - 1] || 5000
+    // jittered exponential backoff (phoenix-core.js), not phoenix.js's fixed schedule
+    const random = opts.random || Math.random
+    this.rejoinAfterMs = opts.rejoinAfterMs || jitteredBackoff(REJOIN_BACKOFF, random)
+    this.reconnectAfterMs = opts.reconnectAfterMs || jitteredBackoff(RECONNECT_BACKOFF, random)
     this.logger = opts.logger || (opts.debug ? (kind, msg, data) => console.log(`${kind}: ${msg}`, data) : null)
     this.params = closure(opts.params || {})
     this.endPoint = `${endPoint}/websocket`
@@ -268,7 +274,8 @@ export class Socket {
     this.conn = null
     this.clearHeartbeats()
     this.triggerChanError("connection_closed")
-    if (!this.closeWasClean) this.reconnectTimer.scheduleTimeout()
+    // a long-poll refusal's Retry-After (ms) comes first, then the jittered delay
+    if (!this.closeWasClean) this.reconnectTimer.scheduleTimeout((event && event.retryAfterMs) || 0)
     this.stateChangeCallbacks.close.forEach(([, cb]) => cb(event))
   }
 
@@ -401,4 +408,4 @@ export class Socket {
   }
 }
 
-export default {Socket, Channel, Push, Presence, Serializer, Timer, LongPoll, FrameError}
+export default {Socket, Channel, Push, Presence, Serializer, Timer, LongPoll, FrameError, jitteredBackoff}
