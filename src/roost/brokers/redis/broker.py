@@ -16,7 +16,6 @@ which fault.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -269,9 +268,13 @@ class RedisBroker(Broker):
         await self.cursors.stop()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=self.timeout)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: its end is this stop's business
+            for task in stuck:  # a cancel lost inside the client library: never wait forever
+                log.warning("redis broker task %s outlived its cancel", task.get_name())
         if self._name is not None:
             await self._name.release()
         await self.link.restart()

@@ -84,6 +84,10 @@ class RedisConnection:
             async with asyncio.timeout(self.timeout):
                 await self.redis.ping()
         except REDIS_ERRORS:
+            # A cancel that arrives in redis-py's read can come out as a connection or
+            # timeout error: the task was asked to stop, so it stops (a swallowed cancel
+            # left the health task running and the broker's stop waiting for it forever).
+            reraise_cancel()
             self.responsive = False
             return False
         self.responsive = True
@@ -119,6 +123,15 @@ class RedisConnection:
             await self.pool.disconnect()
         with contextlib.suppress(Exception):
             await self._sub_pool.disconnect()
+
+
+def reraise_cancel() -> None:
+    """Inside an ``except`` of Redis errors: raise CancelledError if this task was asked to
+    stop. redis-py can turn a cancel that lands in its read into a connection or timeout
+    error; swallowed, the task runs on while its owner waits for it to end."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def text(value: Any) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from redis.asyncio.connection import AbstractConnection
 
-from .connection import BACKOFF, REDIS_ERRORS, RedisConnection
+from .connection import BACKOFF, REDIS_ERRORS, RedisConnection, reraise_cancel
 from .stats import BrokerStats
 
 log = logging.getLogger("roost.redis")
@@ -162,6 +162,7 @@ class SubscriberLink:
                 async with asyncio.timeout(2 * self.connection.timeout):
                     await self._publish_probe(channel)
             except REDIS_ERRORS:
+                reraise_cancel()
                 self.seen = clock()  # Redis is down or frozen: nothing to judge
                 continue
             if self.conn is None:
